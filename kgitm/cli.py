@@ -1,0 +1,60 @@
+"""``kgitm`` command line.
+
+``kgitm fit|validate|test|predict`` is the Lightning CLI (YAML configs in ``configs/``); the other
+commands are the project's jobs. Each job lives in its own module and exposes ``main(argv)``;
+this file only dispatches, so ``kgitm --help`` lists everything in one place.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+LIGHTNING_SUBCOMMANDS = ("fit", "validate", "test", "predict")
+
+# name -> (module with main(argv), one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "synthscenes": ("kgitm.data.synthscenes", "generate the SynthScenes data set (precomputed layout)"),
+    "evaluate": ("kgitm.eval.evaluate_sims", "score a saved similarity matrix (.npy) with the standard protocol"),
+}
+
+
+def _usage() -> str:
+    lines = [
+        "usage: kgitm <command> [options]   (kgitm <command> --help for details)",
+        "",
+        "training and evaluation (Lightning CLI, YAML configs in configs/):",
+        "  fit        train a matcher          e.g. kgitm fit --config configs/experiment/vsepp_synthscenes.yaml",
+        "  validate   run validation on a checkpoint",
+        "  test       retrieval + diagnostic evaluation on the test split",
+        "  predict    write the test similarity matrix (.npy)",
+        "",
+        "jobs:",
+    ]
+    width = max(len(n) for n in COMMANDS)
+    lines += [f"  {n.ljust(width)}   {h}" for n, (_, h) in COMMANDS.items()]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(_usage())
+        return
+    cmd, rest = argv[0], argv[1:]
+    if cmd in LIGHTNING_SUBCOMMANDS:
+        from kgitm.lit.cli import run_lightning_cli
+
+        run_lightning_cli([cmd, *rest])
+        return
+    if cmd not in COMMANDS:
+        print(f"kgitm: unknown command {cmd!r}\n\n{_usage()}", file=sys.stderr)
+        raise SystemExit(2)
+    module = importlib.import_module(COMMANDS[cmd][0])
+    result = module.main(rest)
+    if isinstance(result, int) and result:
+        raise SystemExit(result)
+
+
+if __name__ == "__main__":
+    main()

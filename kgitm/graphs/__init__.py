@@ -1,0 +1,1 @@
+"""kgitm.graphs."""

@@ -1,0 +1,39 @@
+"""Box geometry shared by the visual graphs and GSMN: normalisation and polar pseudo-coordinates."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+
+def normalize_boxes(boxes: Tensor, sizes: Tensor) -> Tensor:
+    """Pixel corner boxes -> boxes in ``[0, 1]`` relative to the image size.
+
+    Done once, when data is loaded (GSMN's release divided in place on every read).
+
+    Shapes:
+        boxes: ``(N, R, 4)`` pixel ``x1, y1, x2, y2``; sizes: ``(N, 2)`` ``(width, height)``.
+        Output: ``(N, R, 4)``.
+    """
+    wh = sizes.to(boxes.dtype).clamp_min(1.0)
+    scale = torch.cat([wh, wh], dim=-1).unsqueeze(1)
+    return boxes / scale
+
+
+def polar_pseudo_coordinates(boxes: Tensor) -> Tensor:
+    """GSMN's pseudo-coordinates between every ordered pair of boxes.
+
+    For boxes ``i`` and ``j`` with centres ``c_i, c_j`` (in image-normalised coordinates) returns
+    ``(rho, theta)``: ``rho = ||c_j - c_i||`` and ``theta = atan2(dy, dx)`` scaled to ``[-1, 1]``
+    by dividing by pi.
+
+    Shapes:
+        boxes: ``(N, R, 4)`` normalised corners. Output: ``(N, R, R, 2)``.
+    """
+    centre = torch.stack([(boxes[..., 0] + boxes[..., 2]) / 2, (boxes[..., 1] + boxes[..., 3]) / 2], -1)
+    delta = centre.unsqueeze(1) - centre.unsqueeze(2)  # [n, i, j] = c_j - c_i
+    rho = delta.norm(dim=-1)
+    theta = torch.atan2(delta[..., 1], delta[..., 0]) / math.pi
+    return torch.stack([rho, theta], dim=-1)
