@@ -1,0 +1,185 @@
+"""Human-readable retrieval tables (fixed-width text and Markdown) and atomic JSON results.
+
+Each table has one row per named result dict (as returned by
+:func:`kgitm.eval.metrics.evaluate_retrieval`) with the columns::
+
+    i2t R@1 R@5 R@10 medr meanr | t2i R@1 R@5 R@10 medr meanr | RSUM | extra...
+
+where the extra columns are every other numeric key present in any of the dicts (for example
+``relation_swap_acc``, ``attribute_swap_acc``, ``synonym_shift_r1``), in alphabetical order; a result
+that lacks one shows ``-``. Non-numeric values (such as the ``"folds"`` list of ``coco1k``) are not
+tabulated.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from kgitm.eval.metrics import METRIC_KEYS
+
+_DIRECTION_KEYS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("i2t", ("r1", "r5", "r10", "medr", "meanr")),
+    ("t2i", ("r1", "r5", "r10", "medr", "meanr")),
+)
+_SUBHEADER = {"r1": "R@1", "r5": "R@5", "r10": "R@10", "medr": "medr", "meanr": "meanr"}
+_NAME_HEADER = "model"
+_MISSING = "-"
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
+
+
+def _extra_keys(results: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    """Numeric keys outside the standard metrics, in a stable (alphabetical) order."""
+    standard = set(METRIC_KEYS)
+    keys = {
+        key
+        for res in results.values()
+        for key, value in res.items()
+        if key not in standard and _is_number(value)
+    }
+    return sorted(keys)
+
+
+def _fmt(value: Any) -> str:
+    return f"{float(value):.1f}" if _is_number(value) else _MISSING
+
+
+def _rows(results: Mapping[str, Mapping[str, Any]], extras: list[str]) -> list[list[str]]:
+    rows = []
+    for name, res in results.items():
+        row = [str(name)]
+        for direction, subs in _DIRECTION_KEYS:
+            row += [_fmt(res.get(f"{direction}_{s}")) for s in subs]
+        row.append(_fmt(res.get("rsum")))
+        row += [_fmt(res.get(key)) for key in extras]
+        rows.append(row)
+    return rows
+
+
+def format_retrieval_table(
+    results: Mapping[str, Mapping[str, Any]], title: str | None = None
+) -> str:
+    """Fixed-width text table of retrieval results, one row per named result.
+
+    Args:
+        results: ``{name: metrics}``, e.g. ``{"vsepp": {...}, "gsmn": {...}}``, each with the
+            :data:`~kgitm.eval.metrics.METRIC_KEYS` (missing ones print ``-``) and optionally
+            extra numeric diagnostics.
+        title: optional first line.
+
+    Returns:
+        The table as one string (no trailing newline); numbers with one decimal.
+    """
+    extras = _extra_keys(results)
+    rows = _rows(results, extras)
+    name_w = max([len(_NAME_HEADER), *(len(r[0]) for r in rows)])
+    num_w = 6  # "100.0" plus a space; widened below for long values
+    for r in rows:
+        num_w = max(num_w, *(len(c) + 1 for c in r[1:11]))
+
+    # Column groups: name | i2t (5) | t2i (5) | RSUM | extras (each as wide as its name).
+    def group(cells: list[str], width: int) -> str:
+        return "".join(c.rjust(width) for c in cells)
+
+    extra_w = [max(len(k), 6) for k in extras]
+    group_w = 5 * num_w
+    rsum_w = max(len("RSUM"), *(len(r[11]) for r in rows)) if rows else len("RSUM")
+
+    def line(name: str, i2t: str, t2i: str, rsum: str, extra: list[str]) -> str:
+        parts = [name.ljust(name_w), i2t, t2i, rsum.rjust(rsum_w)]
+        if extras:
+            parts.append(" ".join(e.rjust(w) for e, w in zip(extra, extra_w)))
+        return " | ".join(parts).rstrip()
+
+    i2t_title, t2i_title = "image-to-text".center(group_w), "text-to-image".center(group_w)
+    top = line("", i2t_title, t2i_title, "", [""] * len(extras))
+    subs = [_SUBHEADER[s] for s in _DIRECTION_KEYS[0][1]]
+    header = line(_NAME_HEADER, group(subs, num_w), group(subs, num_w), "RSUM", extras)
+    out = [] if title is None else [title]
+    out += [top, header, "-" * len(header)]
+    for r in rows:
+        out.append(line(r[0], group(r[1:6], num_w), group(r[6:11], num_w), r[11], r[12:]))
+    return "\n".join(out)
+
+
+def format_markdown_table(
+    results: Mapping[str, Mapping[str, Any]], title: str | None = None
+) -> str:
+    """The table of :func:`format_retrieval_table` as GitHub Markdown.
+
+    Args:
+        results: ``{name: metrics}`` as for :func:`format_retrieval_table`.
+        title: optional heading, written as ``**title**`` above the table.
+
+    Returns:
+        The Markdown text (no trailing newline).
+    """
+    extras = _extra_keys(results)
+    header = [_NAME_HEADER]
+    for direction, subs in _DIRECTION_KEYS:
+        header += [f"{direction} {_SUBHEADER[s]}" for s in subs]
+    header += ["RSUM", *extras]
+    align = [":---"] + ["---:"] * (len(header) - 1)
+    lines = [] if title is None else [f"**{title}**", ""]
+    lines.append("| " + " | ".join(header) + " |")
+    lines.append("| " + " | ".join(align) + " |")
+    for row in _rows(results, extras):
+        lines.append("| " + " | ".join(c.replace("|", "\\|") for c in row) + " |")
+    return "\n".join(lines)
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"object of type {type(obj).__name__} is not JSON serialisable")
+
+
+def write_json(path: str | os.PathLike[str], obj: Any) -> Path:
+    """Write ``obj`` as JSON (sorted keys, indent 2) atomically.
+
+    The text goes to a temporary file in the same folder, which then replaces ``path`` with
+    :func:`os.replace`, so a reader never sees a half-written file. NumPy scalars and arrays are
+    converted; NaN/inf are refused (strict JSON). Missing parent folders are created.
+
+    Args:
+        path: destination file.
+        obj: JSON-serialisable object.
+
+    Returns:
+        The destination path.
+    """
+    dest = Path(path)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        text = json.dumps(obj, sort_keys=True, indent=2, allow_nan=False, default=_json_default)
+    except ValueError as err:
+        raise ValueError(f"{dest}: cannot write non-finite numbers as JSON ({err})") from err
+    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".tmp")
+    try:
+        # mkstemp creates the file private (0600); give results the usual readable mode.
+        os.chmod(tmp, dest.stat().st_mode & 0o777 if dest.exists() else 0o644)
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, dest)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    return dest
