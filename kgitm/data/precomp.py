@@ -1,0 +1,188 @@
+"""Reader for the precomputed-feature layout every matcher in the field consumes (SCAN's "precomp").
+
+Per split, under one folder:
+
+- ``{split}_ims.npy``       float ``(N, R, D)`` region features, memory-mapped, never fully loaded;
+- ``{split}_caps.txt``      ``k * N`` captions, those of image ``i`` on lines ``k*i .. k*i+k-1``;
+- ``{split}_ids.txt``       optional, ``N`` image ids;
+- ``{split}_ims_bbx.npy``   optional, ``(N, R, 4)`` pixel corners ``x1, y1, x2, y2``;
+- ``{split}_ims_size.npy``  optional, ``(N, 2)`` plain float array ``(width, height)``
+  (GSMN's pickled object array is refused; convert it once with ``kgitm convert-sizes``).
+
+See ``docs/data.md``. Everything is validated when the split is opened; each problem raises
+:class:`DataFormatError` with a one-line message naming the file, what was expected and what was found.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+
+class DataFormatError(ValueError):
+    """A data file does not follow the precomputed layout (the message names file, expectation, fix)."""
+
+
+def _load_array(path: Path, *, mmap: bool) -> np.ndarray:
+    try:
+        return np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
+    except ValueError as e:
+        if "pickle" in str(e).lower():
+            raise DataFormatError(
+                f"{path}: holds Python objects (a pickle); expected a plain numeric array. "
+                "For GSMN's image-size file run `kgitm convert-sizes` once."
+            ) from None
+        raise DataFormatError(f"{path}: not a readable .npy array ({e})") from None
+    except OSError as e:
+        raise DataFormatError(f"{path}: cannot read ({e})") from None
+
+
+def read_captions(path: Path) -> list[str]:
+    """Read one caption per line (UTF-8, trailing newline stripped); errors name the file and line."""
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise DataFormatError(f"{path}: caption file not found") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = raw[: e.start].count(b"\n") + 1
+        raise DataFormatError(f"{path}:{line}: not valid UTF-8 (byte {e.start}); re-encode the file as UTF-8") from None
+    lines = text.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    lines = [ln.rstrip("\r") for ln in lines]
+    if not lines:
+        raise DataFormatError(f"{path}: empty caption file; expected one caption per line")
+    return lines
+
+
+@dataclass
+class PrecompSplit:
+    """One split of a data set in the precomputed layout, validated on open.
+
+    Args:
+        root: folder holding the split files.
+        split: split name (``train``, ``dev``, ``test``, ``testall``, ...).
+        captions_per_image: ``k``, the fixed number of captions per image (default 5).
+        captions_file: read captions from this file instead of ``{split}_caps.txt`` (e.g. a
+            diagnostic caption set over the same images).
+        require_boxes: fail when boxes or image sizes are missing (GSMN, SGM need them).
+        check_finite: scan the features for NaN/inf in chunks (one pass over the memory map).
+
+    Attributes:
+        images: memory-mapped ``(N, R, D)`` features.
+        captions: ``k * N`` caption strings.
+        boxes: ``(N, R, 4)`` pixel boxes or ``None``; sizes: ``(N, 2)`` or ``None``.
+    """
+
+    root: Path
+    split: str
+    captions_per_image: int = 5
+    captions_file: Optional[Path] = None
+    require_boxes: bool = False
+    check_finite: bool = True
+
+    def __post_init__(self) -> None:
+        self.root = Path(self.root)
+        if self.captions_per_image < 1:
+            raise DataFormatError(f"captions_per_image must be >= 1, got {self.captions_per_image}")
+        if not self.root.is_dir():
+            raise DataFormatError(f"{self.root}: data folder not found (generate SynthScenes with `kgitm synthscenes`)")
+        ims_path = self.root / f"{self.split}_ims.npy"
+        if not ims_path.exists():
+            raise DataFormatError(f"{ims_path}: missing; expected the {self.split!r} split's region features here")
+        self.images = _load_array(ims_path, mmap=True)
+        if self.images.ndim != 3:
+            raise DataFormatError(f"{ims_path}: expected shape (images, regions, dim), found {self.images.shape}")
+        if not np.issubdtype(self.images.dtype, np.floating):
+            raise DataFormatError(f"{ims_path}: expected floating-point features, found dtype {self.images.dtype}")
+        n = self.images.shape[0]
+        if n == 0:
+            raise DataFormatError(f"{ims_path}: holds no images")
+        if self.check_finite:
+            self._check_finite(ims_path)
+
+        caps_path = Path(self.captions_file) if self.captions_file else self.root / f"{self.split}_caps.txt"
+        self.captions_path = caps_path
+        self.captions = read_captions(caps_path)
+        k = self.captions_per_image
+        if len(self.captions) != k * n:
+            if len(self.captions) % n == 0:
+                hint = f"set captions_per_image={len(self.captions) // n}"
+            else:
+                hint = "the caption count must be a multiple of the image count"
+            raise DataFormatError(
+                f"{caps_path}: expected {k} x {n} = {k * n} captions for {n} images in {ims_path.name}, "
+                f"found {len(self.captions)}; {hint}"
+            )
+
+        ids_path = self.root / f"{self.split}_ids.txt"
+        self.ids: Optional[list[str]] = None
+        if ids_path.exists():
+            ids = read_captions(ids_path)
+            if len(ids) != n:
+                raise DataFormatError(f"{ids_path}: expected {n} image ids (one per image), found {len(ids)}")
+            self.ids = ids
+
+        self.boxes: Optional[np.ndarray] = None
+        self.sizes: Optional[np.ndarray] = None
+        bbx_path = self.root / f"{self.split}_ims_bbx.npy"
+        size_path = self.root / f"{self.split}_ims_size.npy"
+        if bbx_path.exists():
+            boxes = _load_array(bbx_path, mmap=True)
+            if boxes.shape != (n, self.images.shape[1], 4):
+                raise DataFormatError(
+                    f"{bbx_path}: expected shape {(n, self.images.shape[1], 4)} to match {ims_path.name}, "
+                    f"found {boxes.shape}"
+                )
+            self.boxes = boxes
+        if size_path.exists():
+            sizes = _load_array(size_path, mmap=False)
+            if sizes.shape != (n, 2):
+                raise DataFormatError(f"{size_path}: expected shape {(n, 2)} (width, height per image), found {sizes.shape}")
+            if not np.all(np.isfinite(sizes)) or np.any(sizes <= 0):
+                bad = int(np.argwhere(~(np.isfinite(sizes).all(1) & (sizes > 0).all(1)))[0, 0])
+                raise DataFormatError(f"{size_path}: image {bad} has a non-positive or non-finite size {sizes[bad].tolist()}")
+            self.sizes = sizes.astype(np.float32)
+        if (self.boxes is None) != (self.sizes is None):
+            missing = size_path if self.sizes is None else bbx_path
+            raise DataFormatError(f"{missing}: missing; boxes and image sizes must come together")
+        if self.require_boxes and self.boxes is None:
+            raise DataFormatError(
+                f"{bbx_path}: missing; this model needs boxes ({{split}}_ims_bbx.npy) and image sizes "
+                "({split}_ims_size.npy); convert BUTD TSVs with `kgitm convert-butd`"
+            )
+
+    def _check_finite(self, path: Path, chunk: int = 256) -> None:
+        for start in range(0, self.images.shape[0], chunk):
+            block = np.asarray(self.images[start : start + chunk])
+            if not np.isfinite(block).all():
+                i, r, d = np.argwhere(~np.isfinite(block))[0]
+                raise DataFormatError(
+                    f"{path}: non-finite feature (NaN or inf) at image {start + int(i)}, region {int(r)}, dim {int(d)}; "
+                    "fix or drop that image"
+                )
+
+    @property
+    def num_images(self) -> int:
+        return int(self.images.shape[0])
+
+    @property
+    def num_captions(self) -> int:
+        return len(self.captions)
+
+    @property
+    def num_regions(self) -> int:
+        return int(self.images.shape[1])
+
+    @property
+    def feature_dim(self) -> int:
+        return int(self.images.shape[2])
+
+    def image_of_caption(self, k: int) -> int:
+        """Index of the image described by caption ``k``."""
+        return k // self.captions_per_image

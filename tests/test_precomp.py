@@ -1,0 +1,116 @@
+"""The precomputed-layout reader: valid data opens, every malformed input gets a one-line error that
+names the file and the mismatch."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from kgitm.data.precomp import DataFormatError, PrecompSplit
+from kgitm.data.vocab import Vocabulary
+
+
+def write_split(root: Path, split: str = "test", *, n: int = 3, k: int = 5, r: int = 4, d: int = 6, boxes: bool = True) -> None:
+    root.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    np.save(root / f"{split}_ims.npy", rng.normal(size=(n, r, d)).astype(np.float32))
+    (root / f"{split}_caps.txt").write_text("".join(f"a dog number {i} on a mat\n" for i in range(n * k)))
+    (root / f"{split}_ids.txt").write_text("".join(f"img{i}\n" for i in range(n)))
+    if boxes:
+        b = np.tile(np.array([10, 20, 50, 80], np.float32), (n, r, 1))
+        np.save(root / f"{split}_ims_bbx.npy", b)
+        np.save(root / f"{split}_ims_size.npy", np.full((n, 2), 100.0, np.float32))
+
+
+def test_valid_split_opens_memory_mapped(tmp_path):
+    write_split(tmp_path)
+    s = PrecompSplit(tmp_path, "test")
+    assert (s.num_images, s.num_captions, s.num_regions, s.feature_dim) == (3, 15, 4, 6)
+    assert isinstance(s.images, np.memmap)
+    assert s.image_of_caption(14) == 2 and s.ids == ["img0", "img1", "img2"]
+    assert s.boxes.shape == (3, 4, 4) and s.sizes.shape == (3, 2)
+
+
+def test_other_caption_counts_per_image(tmp_path):
+    write_split(tmp_path, k=2)
+    assert PrecompSplit(tmp_path, "test", captions_per_image=2).num_captions == 6
+    with pytest.raises(DataFormatError, match=r"test_caps.txt: expected 5 x 3 = 15 captions .* found 6; set captions_per_image=2"):
+        PrecompSplit(tmp_path, "test")
+
+
+def test_missing_split_file(tmp_path):
+    write_split(tmp_path)
+    with pytest.raises(DataFormatError, match=r"dev_ims.npy: missing"):
+        PrecompSplit(tmp_path, "dev")
+    with pytest.raises(DataFormatError, match="data folder not found"):
+        PrecompSplit(tmp_path / "nope", "test")
+
+
+def test_caption_count_not_a_multiple(tmp_path):
+    write_split(tmp_path)
+    with open(tmp_path / "test_caps.txt", "a") as f:
+        f.write("one more caption\n")
+    with pytest.raises(DataFormatError, match="must be a multiple of the image count"):
+        PrecompSplit(tmp_path, "test")
+
+
+def test_empty_caption_file(tmp_path):
+    write_split(tmp_path)
+    (tmp_path / "test_caps.txt").write_text("")
+    with pytest.raises(DataFormatError, match="test_caps.txt: empty caption file"):
+        PrecompSplit(tmp_path, "test")
+
+
+def test_wrong_shapes(tmp_path):
+    write_split(tmp_path)
+    np.save(tmp_path / "test_ims.npy", np.zeros((3, 4), np.float32))
+    with pytest.raises(DataFormatError, match=r"test_ims.npy: expected shape \(images, regions, dim\), found \(3, 4\)"):
+        PrecompSplit(tmp_path, "test")
+    write_split(tmp_path)
+    np.save(tmp_path / "test_ims_bbx.npy", np.zeros((3, 5, 4), np.float32))
+    with pytest.raises(DataFormatError, match=r"test_ims_bbx.npy: expected shape \(3, 4, 4\)"):
+        PrecompSplit(tmp_path, "test")
+    write_split(tmp_path)
+    (tmp_path / "test_ids.txt").write_text("a\nb\n")
+    with pytest.raises(DataFormatError, match="test_ids.txt: expected 3 image ids"):
+        PrecompSplit(tmp_path, "test")
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_non_finite_features_named_by_index(tmp_path, bad):
+    write_split(tmp_path)
+    x = np.load(tmp_path / "test_ims.npy")
+    x[2, 1, 3] = bad
+    np.save(tmp_path / "test_ims.npy", x)
+    with pytest.raises(DataFormatError, match=r"non-finite feature .* at image 2, region 1, dim 3"):
+        PrecompSplit(tmp_path, "test")
+
+
+def test_pickled_sizes_refused(tmp_path):
+    write_split(tmp_path)
+    sizes = np.array([{"image_w": 100, "image_h": 100}] * 3, dtype=object)
+    np.save(tmp_path / "test_ims_size.npy", sizes, allow_pickle=True)
+    with pytest.raises(DataFormatError, match="holds Python objects"):
+        PrecompSplit(tmp_path, "test")
+
+
+def test_boxes_required(tmp_path):
+    write_split(tmp_path, boxes=False)
+    assert PrecompSplit(tmp_path, "test").boxes is None
+    with pytest.raises(DataFormatError, match="needs boxes"):
+        PrecompSplit(tmp_path, "test", require_boxes=True)
+
+
+def test_non_utf8_captions_name_the_line(tmp_path):
+    write_split(tmp_path)
+    (tmp_path / "test_caps.txt").write_bytes(b"ok\nfine\n\xff bad\n")
+    with pytest.raises(DataFormatError, match=r"test_caps.txt:3: not valid UTF-8"):
+        PrecompSplit(tmp_path, "test")
+
+
+def test_vocabulary_from_training_captions_only():
+    v = Vocabulary.build(["a dog runs", "a cat"])
+    assert v.itos[:3] == ["<pad>", "<unk>", "a"]
+    assert v.encode(["dog", "zebra"]) == [v.stoi["dog"], 1]
