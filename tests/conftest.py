@@ -22,3 +22,13 @@ def shared_data() -> Path:
     if not (root / "README.md").exists():
         pytest.skip(f"shared real data not found at {root} (set KGITM_SHARED_DATA to its folder)")
     return root
+
+
+@pytest.fixture(scope="session")
+def tiny_synthscenes(tmp_path_factory) -> Path:
+    """A tiny SynthScenes folder (generated once per test session, well under a second)."""
+    from kgitm.data.synthscenes import generate
+
+    root = tmp_path_factory.mktemp("synth") / "tiny"
+    generate(root, preset="tiny", seed=0)
+    return root
