@@ -1,0 +1,119 @@
+"""WordNet as knowledge: synonymy, hypernymy and taxonomy similarity between concepts."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from functools import cached_property
+from typing import Literal
+
+import numpy as np
+import torch
+
+from kgitm.knowledge.base import ConceptGraph, KnowledgeSource, concept_key
+from kgitm.knowledge.wordnet import POS_FILES, WordNet
+
+__all__ = ["WordNetKnowledge"]
+
+
+class WordNetKnowledge(KnowledgeSource):
+    """Concepts linked through WordNet 3.0 (read from the WNDB files by :class:`~kgitm.knowledge.wordnet.WordNet`).
+
+    Each concept is lemmatised (morphy) and looked up as noun, verb, adjective and adverb, keeping the
+    first ``max_senses`` synsets of each lemma (WordNet orders senses by frequency). Two concepts are
+    linked when a synset of one and a synset of the other (same part of speech) meet within
+    ``hypernym_depth`` hypernym steps of both: depth 0 links synonyms (a shared synset), depth 1 adds
+    direct hypernyms, depth 2 siblings such as dog/cat under carnivore... The edge weight is the best
+    ``measure`` similarity over those synset pairs, and edges below ``min_similarity`` are dropped.
+    Words map to concepts through morphy too, so ``"geese"`` finds ``"goose"``.
+
+    Args:
+        wordnet_dir: WNDB folder (default ``$KGITM_WORDNET_DIR`` or ``/usr/share/wordnet``).
+        vocabulary: default concept vocabulary (list or file).
+        measure: ``wup`` (Wu-Palmer, default) or ``path`` (``1 / (path length + 1)``).
+        hypernym_depth: hypernym steps searched for a common subsumer (default 2).
+        max_senses: senses per lemma considered (default 1, the most frequent; ``None``: all).
+        min_similarity: drop edges weaker than this (default 0).
+        self_loops: add weight-1 self loops (default ``False``).
+    """
+
+    name = "wordnet"
+    validated_lemmas = True
+
+    def __init__(
+        self,
+        *,
+        wordnet_dir: str | None = None,
+        vocabulary: list[str] | str | None = None,
+        measure: Literal["wup", "path"] = "wup",
+        hypernym_depth: int = 2,
+        max_senses: int | None = 1,
+        min_similarity: float = 0.0,
+        self_loops: bool = False,
+    ) -> None:
+        super().__init__(vocabulary=vocabulary)
+        if measure not in ("wup", "path"):
+            raise ValueError(f"measure must be 'wup' or 'path', got {measure!r}")
+        if hypernym_depth < 0:
+            raise ValueError(f"hypernym_depth must be >= 0, got {hypernym_depth}")
+        self.wordnet_dir = wordnet_dir
+        self.measure = measure
+        self.hypernym_depth = hypernym_depth
+        self.max_senses = max_senses
+        self.min_similarity = min_similarity
+        self.self_loops = self_loops
+        self.wordnet  # fail now, with the install hint, when the files are missing  # noqa: B018
+
+    @cached_property
+    def wordnet(self) -> WordNet:
+        return WordNet(self.wordnet_dir)
+
+    def lemmatize(self, word: str) -> list[str]:
+        """Morphy base forms of ``word`` in every part of speech (real WordNet lemmas only)."""
+        key = concept_key(word)
+        return [f for p in POS_FILES for f in self.wordnet.morphy_all(key, p) if f != key]
+
+    def _similarity(self, a: tuple[str, int], b: tuple[str, int]) -> float:
+        wn = self.wordnet
+        return wn.wup_similarity(a, b) if self.measure == "wup" else wn.path_similarity(a, b)
+
+    def concept_graph(self, vocabulary: Sequence[str] | None = None) -> ConceptGraph:
+        vocab = list(vocabulary) if vocabulary is not None else self.vocabulary
+        n = len(vocab)
+        wn = self.wordnet
+        # bounded ancestor -> [(concept, synset key)]
+        buckets: dict[tuple[str, int], list[tuple[int, tuple[str, int]]]] = defaultdict(list)
+        missing = []
+        for i, c in enumerate(vocab):
+            synsets = wn.synsets(concept_key(c), max_senses=self.max_senses)
+            if not synsets:
+                missing.append(c)
+            for s in synsets:
+                for anc, d in wn.ancestors(s.key).items():
+                    if d <= self.hypernym_depth and anc[1] >= 0:
+                        buckets[anc].append((i, s.key))
+        best = np.zeros((n, n), dtype=np.float32)
+        seen: set[tuple[tuple[str, int], tuple[str, int]]] = set()
+        for members in buckets.values():
+            for x in range(len(members)):
+                i, a = members[x]
+                for y in range(x + 1, len(members)):
+                    j, b = members[y]
+                    if i == j or a[0] != b[0] or (a, b) in seen:
+                        continue
+                    seen.add((a, b))
+                    sim = self._similarity(a, b)
+                    if sim > best[i, j]:
+                        best[i, j] = best[j, i] = sim
+        best[best < self.min_similarity] = 0.0
+        if self.self_loops:
+            best += np.eye(n, dtype=np.float32)
+        return ConceptGraph(
+            vocab,
+            adjacency=torch.from_numpy(best),
+            provenance=self._provenance(
+                wordnet_dir=str(wn.root), measure=self.measure, hypernym_depth=self.hypernym_depth,
+                max_senses=self.max_senses, min_similarity=self.min_similarity, self_loops=self.self_loops,
+                missing_concepts=missing, num_missing_concepts=len(missing),
+            ),
+        )
