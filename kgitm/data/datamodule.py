@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, Optional
 
@@ -40,8 +41,9 @@ class CaptionImageDataset(Dataset):
         captions: the caption set (defaults to the split's own captions).
         vocab: training vocabulary.
         max_words: captions are truncated to this many tokens.
-        graph_provider: optional callable ``(caption set name, caption index) -> dict`` of per-caption
-            structure (dependency edges, scene graph) read from a graph store.
+        graph_provider: optional :class:`~kgitm.data.graph_provider.GraphProvider` serving dependency
+            graphs (and, with ``scene_graphs``, textual and visual scene graphs) from the graph stores.
+        scene_graphs: attach scene graphs for SGM.
     """
 
     def __init__(
@@ -52,8 +54,10 @@ class CaptionImageDataset(Dataset):
         *,
         max_words: int,
         graph_provider: Optional[Any] = None,
+        scene_graphs: bool = False,
     ) -> None:
         self.split = split
+        self.scene_graphs = scene_graphs
         self.set = captions
         self.vocab = vocab
         self.max_words = max_words
@@ -89,11 +93,25 @@ class CaptionImageDataset(Dataset):
         if self.boxes is not None:
             item["boxes"] = self.boxes[i]
         if self.graph_provider is not None:
-            item["graph"] = self.graph_provider(self.set.name, k, len(self.tokens[k]))
+            item["graph"] = self.graph_provider.caption(self.set.name, k, len(self.tokens[k]), scene_graph=self.scene_graphs)
+            if self.scene_graphs:
+                item["visual_graph"] = self.graph_provider.image(self.split.split, i)
         return item
 
 
-def collate(items: list[dict]) -> dict:
+@dataclass
+class SceneGraphLimits:
+    """Padding limits of the scene-graph tensors (SGM): objects and relations per caption and per
+    image, and words per predicate. Defaults follow Neural Motifs (36 objects, 25 relations)."""
+
+    text_objects: int = 12
+    text_relations: int = 12
+    predicate_words: int = 3
+    image_objects: int = 36
+    image_relations: int = 25
+
+
+def collate(items: list[dict], limits: Optional[SceneGraphLimits] = None) -> dict:
     """Stack images, pad captions to the longest in the batch.
 
     Output keys: ``images (B, R, D)``, ``region_mask (B, R)`` (all-zero regions are padding),
@@ -126,6 +144,23 @@ def collate(items: list[dict]) -> dict:
             n = a.shape[0]
             adj[b, :n, :n] = a
         batch["adjacency"] = adj
+    if "visual_graph" in items[0]:
+        from kgitm.graphs.scene_graph_batch import collate_text_scene_graphs, collate_visual_scene_graphs
+
+        lim = limits or SceneGraphLimits()
+        batch["caption_extra"] = collate_text_scene_graphs(
+            [it["graph"]["parsed"] for it in items],
+            max_objects=lim.text_objects,
+            max_relations=lim.text_relations,
+            max_predicate_words=lim.predicate_words,
+            max_tokens=max_len,
+        )
+        batch["image_extra"] = collate_visual_scene_graphs(
+            [it["visual_graph"] for it in items],
+            num_regions=images.shape[1],
+            max_objects=lim.image_objects,
+            max_relations=lim.image_relations,
+        )
     return batch
 
 
@@ -144,8 +179,10 @@ class PrecompDataModule(L.LightningDataModule):
         val_max_images: validate on the first this-many images only (``None``: all), so that
             per-epoch validation of cross-attention matchers stays affordable.
         require_boxes: fail early when boxes/sizes are missing (graph matchers).
-        graph_store: folder of the text graph stores written by ``kgitm preprocess`` (``None``:
-            no text graphs; GSMN sparse and SGM need them).
+        graph_store: folder of the graph stores written by ``kgitm preprocess`` (``None``: no
+            graphs; GSMN sparse and SGM need them).
+        scene_graphs: also serve textual and visual scene graphs (SGM); needs ``graph_store``.
+        scene_graph_limits: padding limits of the scene-graph tensors.
         diagnostics: evaluate the SynthScenes diagnostic sets (``root/diagnostics/``) at test time
             when present.
     """
@@ -166,19 +203,28 @@ class PrecompDataModule(L.LightningDataModule):
         val_max_images: Optional[int] = None,
         require_boxes: bool = False,
         graph_store: Optional[str] = None,
+        scene_graphs: bool = False,
+        scene_graph_limits: SceneGraphLimits = SceneGraphLimits(),
         diagnostics: bool = True,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
         self.root = Path(root)
+        if not isinstance(scene_graph_limits, SceneGraphLimits):
+            scene_graph_limits = SceneGraphLimits(**dict(scene_graph_limits))
+        self.scene_graph_limits = scene_graph_limits
         self._splits: dict[str, PrecompSplit] = {}
         train = self.open_split(train_split)
         self.vocab = Vocabulary.build(train.captions, min_count=min_word_count)
         self._graphs = None
+        if scene_graphs and graph_store is None:
+            raise ValueError("scene_graphs=True needs graph_store (run `kgitm preprocess` first)")
         if graph_store is not None:
             from kgitm.data.graph_provider import GraphProvider
 
-            self._graphs = GraphProvider(Path(graph_store), data_root=self.root)
+            self._graphs = GraphProvider(
+                Path(graph_store), data_root=self.root, splits=(train_split, val_split, test_split)
+            )
 
     # ------------------------------------------------------------------ info for linked model args
     @property
@@ -207,7 +253,12 @@ class PrecompDataModule(L.LightningDataModule):
 
     def dataset(self, split: PrecompSplit, captions: CaptionSet) -> CaptionImageDataset:
         return CaptionImageDataset(
-            split, captions, self.vocab, max_words=self.hparams.max_words, graph_provider=self._graphs
+            split,
+            captions,
+            self.vocab,
+            max_words=self.hparams.max_words,
+            graph_provider=self._graphs,
+            scene_graphs=self.hparams.scene_graphs,
         )
 
     def _loader(self, ds: Dataset, *, train: bool) -> DataLoader:
@@ -217,7 +268,7 @@ class PrecompDataModule(L.LightningDataModule):
             shuffle=train,
             drop_last=train and len(ds) > self.hparams.batch_size,
             num_workers=self.hparams.num_workers,
-            collate_fn=collate,
+            collate_fn=partial(collate, limits=self.scene_graph_limits),
             persistent_workers=self.hparams.num_workers > 0,
         )
 

@@ -35,7 +35,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-GENERATOR_VERSION = "1.0"
+GENERATOR_VERSION = "1.1"
 SPLITS = ("train", "dev", "test")
 
 # --------------------------------------------------------------------------------------------------
@@ -953,6 +953,12 @@ def _write_split(out: Path, split: str, n: int, cfg: SynthScenesConfig, protos: 
         for name, items in (("relation_swap", rel_swap), ("attribute_swap", attr_swap)):
             with open(diag / f"test_{name}.jsonl", "w", encoding="utf-8") as f:
                 f.writelines(json.dumps(x) + "\n" for x in items)
+            # the same captions as plain caption files (line p = pair p), so that the graph
+            # preprocessing job parses them like any split: `--splits diagnostics/test_relation_swap_positive`
+            for side in ("positive", "negative"):
+                (diag / f"test_{name}_{side}_caps.txt").write_text(
+                    "".join(x[side] + "\n" for x in items), encoding="utf-8"
+                )
         (diag / "test_synonym_shift_caps.txt").write_text("\n".join(shift_captions) + "\n", encoding="utf-8")
         stats["diagnostics"] = {
             "relation_swap": len(rel_swap), "attribute_swap": len(attr_swap),

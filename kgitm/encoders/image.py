@@ -47,4 +47,4 @@ class RegionEncoder(nn.Module):
         if self.normalize:
             x = l2norm(x)
         x = x * mask.unsqueeze(-1).to(x.dtype)
-        return EncodedImages(features=x, mask=mask, boxes=batch.get("boxes"))
+        return EncodedImages(features=x, mask=mask, boxes=batch.get("boxes"), extra=batch.get("image_extra"))

@@ -68,6 +68,17 @@ def concat_captions(parts: list[EncodedCaptions]) -> EncodedCaptions:
     )
 
 
+def _select(value: Any, rows: Tensor) -> Any:
+    """Rows of a batch entry: tensors and dicts of tensors are indexed, lists picked, the rest kept."""
+    if isinstance(value, Tensor):
+        return value[rows]
+    if isinstance(value, dict):
+        return {k: _select(v, rows) for k, v in value.items()}
+    if isinstance(value, list):
+        return [value[i] for i in rows.tolist()]
+    return value
+
+
 class MatchingModule(L.LightningModule):
     """Trains any matcher with the hinge loss and evaluates it exactly.
 
@@ -149,7 +160,7 @@ class MatchingModule(L.LightningModule):
         first = [b for b, i in enumerate(idx) if i not in self._eval["images"] and idx.index(i) == b]
         if first:
             sel = torch.tensor(first, device=batch["images"].device)
-            sub = {k: (v[sel] if isinstance(v, Tensor) else v) for k, v in batch.items()}
+            sub = {k: _select(v, sel) for k, v in batch.items()}
             images = self.image_encoder(sub).to(torch.device("cpu"))
             for j, b in enumerate(first):
                 self._eval["images"][idx[b]] = images.index(slice(j, j + 1))
