@@ -104,6 +104,20 @@ class Matcher(nn.Module):
     def forward(self, images: EncodedImages, captions: EncodedCaptions) -> Tensor:  # pragma: no cover
         raise NotImplementedError
 
+    def prepare_images(self, images: EncodedImages) -> EncodedImages:
+        """Caption-independent work on a block of images, done once per block before scoring.
+
+        :mod:`kgitm.eval.similarity` calls it once per image block and reuses the result for every
+        caption block; :meth:`forward` must give the same scores with or without it (GSMN computes
+        its visual-graph kernel weights here). The default returns ``images`` unchanged.
+        """
+        return images
+
+    def prepare_captions(self, captions: EncodedCaptions) -> EncodedCaptions:
+        """Image-independent work on a block of captions (see :meth:`prepare_images`); the default
+        returns ``captions`` unchanged."""
+        return captions
+
     def pair_memory_bytes(self, images: EncodedImages, captions: EncodedCaptions) -> int:
         """Approximate peak activation memory per (image, caption) pair, used to size blocks.
 
