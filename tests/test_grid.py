@@ -43,7 +43,7 @@ def test_finished_runs_are_skipped_and_summarised(tmp_path, monkeypatch):
     values = {("a", "none"): [10.0, 14.0], ("a", "wordnet"): [20.0, 22.0], ("b", "none"): [5.0, 5.0], ("b", "wordnet"): [7.0, 9.0]}
     for (m, k), vs in values.items():
         for seed, v in enumerate(vs):
-            f = out / f"{m}__{k}" / f"seed{seed}" / "logs" / "test_results.json"
+            f = out / f"{m}__{k}" / f"seed{seed}" / "test_results.json"
             f.parent.mkdir(parents=True)
             f.write_text(json.dumps({"results": {"rsum": v, "relation_swap_acc": 50.0}}))
     monkeypatch.setattr(grid.subprocess, "call", lambda *a, **k: pytest.fail("a finished run was started again"))

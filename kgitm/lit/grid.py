@@ -102,7 +102,7 @@ def run_one(spec: dict[str, Any], labels: dict[str, str], args: list[str], seed:
     """Train and test one cell/seed unless its results exist; returns the results or None on failure."""
     cell = "__".join(labels[a] for a in spec["axes"])
     run_dir = out / cell / f"seed{seed}"
-    result_file = run_dir / "logs" / "test_results.json"
+    result_file = run_dir / "test_results.json"
     if result_file.exists():
         return json.loads(result_file.read_text())["results"]
     cmd_base = [
@@ -122,7 +122,10 @@ def run_one(spec: dict[str, Any], labels: dict[str, str], args: list[str], seed:
     t0 = time.time()
     ckpt = run_dir / "checkpoints" / "last.ckpt"
     fit = exe + ["fit", *cmd_base] + (["--ckpt_path", str(ckpt)] if ckpt.exists() else [])
-    for step in (fit, exe + ["test", *cmd_base, "--ckpt_path", str(run_dir / "checkpoints" / "best.ckpt")]):
+    # the test step logs nothing (its logger would overwrite the training metrics.csv) and writes
+    # test_results.json into the run folder
+    test = exe + ["test", *cmd_base, "--ckpt_path", str(run_dir / "checkpoints" / "best.ckpt"), "--trainer.logger", "false"]
+    for step in (fit, test):
         rc = subprocess.call(step, stdout=log, stderr=subprocess.STDOUT)
         if rc != 0:
             print(f"  {cell} seed {seed}: FAILED (exit {rc}); see {run_dir / 'run.log'}", flush=True)
@@ -222,7 +225,7 @@ def main(argv: list[str] | None = None) -> int:
     for labels, args in todo:
         for seed in seeds:
             if a.summarize_only:
-                f = out / "__".join(labels[x] for x in spec["axes"]) / f"seed{seed}" / "logs" / "test_results.json"
+                f = out / "__".join(labels[x] for x in spec["axes"]) / f"seed{seed}" / "test_results.json"
                 res = json.loads(f.read_text())["results"] if f.exists() else None
             else:
                 res = run_one(spec, labels, args, seed, out, dry_run=a.dry_run)
