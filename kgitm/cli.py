@@ -16,6 +16,7 @@ LIGHTNING_SUBCOMMANDS = ("fit", "validate", "test", "predict")
 COMMANDS: dict[str, tuple[str, str]] = {
     "synthscenes": ("kgitm.data.synthscenes", "generate the SynthScenes data set (precomputed layout)"),
     "evaluate": ("kgitm.eval.evaluate_sims", "score a saved similarity matrix (.npy) with the standard protocol"),
+    "ensemble": ("kgitm.eval.ensemble", "average several models' similarity matrices (.npy or --run CONFIG CKPT) and evaluate"),
     "inspect-caption": ("kgitm.graphs.inspect_caption", "parse one caption; print and draw its dependency and scene graphs"),
     "parse-captions": ("kgitm.graphs.parse_captions", "parse a caption file (one per line) into scene graphs (JSON lines or FACTUAL)"),
     "build-concepts": ("kgitm.knowledge.builder", "build a CVSE-style concept vocabulary + graph from a caption corpus"),
@@ -73,4 +74,5 @@ def config_loaders() -> dict:
     the job. Used by the test that checks every YAML in ``configs/``."""
     loaders: dict = {}
     loaders["preprocess"] = lambda path, data_root: importlib.import_module("kgitm.graphs.preprocess").load_config(path, data_root=data_root)
+    loaders["grid"] = lambda path, data_root: importlib.import_module("kgitm.lit.grid").check_grid(path)
     return loaders

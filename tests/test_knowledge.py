@@ -523,3 +523,17 @@ knowledge:
     src = instantiate(cfg).knowledge
     assert isinstance(src, UnionKnowledge) and len(src.sources) == 3 and src.combine == "mean"
     assert src.concept_graph().num_concepts == 300
+
+
+def test_wordnet_maps_unseen_synonyms_and_hyponyms_to_concepts():
+    from kgitm.knowledge import WordNetKnowledge
+
+    try:
+        k = WordNetKnowledge(vocabulary=["dog", "man", "car", "red"])
+    except Exception as e:  # WordNet files missing: the error names the Debian packages
+        pytest.skip(str(e))
+    got = k.concepts_for_words(["pooch", "gentleman", "auto", "poodle", "dogs", "zebra"])
+    assert got == [[0], [1], [2], [0], [0], []]
+    assert dict(k.unmapped) == {"zebra": 1}
+    plain = WordNetKnowledge(vocabulary=["dog"], map_synonyms=False)
+    assert plain.concepts_for_words(["pooch", "dogs"]) == [[], [0]]

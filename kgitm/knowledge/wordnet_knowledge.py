@@ -35,6 +35,10 @@ class WordNetKnowledge(KnowledgeSource):
         max_senses: senses per lemma considered (default 1, the most frequent; ``None``: all).
         min_similarity: drop edges weaker than this (default 0).
         self_loops: add weight-1 self loops (default ``False``).
+        map_synonyms: a word that matches no concept by spelling or lemma maps to the concepts that
+            share one of its synsets (``"pooch"`` -> ``dog``) (default ``True``).
+        map_hypernym_depth: also map it to concepts whose synset is a hypernym of one of its synsets
+            within this many steps (``"poodle"`` -> ``dog``; default 1, 0 disables).
     """
 
     name = "wordnet"
@@ -50,8 +54,13 @@ class WordNetKnowledge(KnowledgeSource):
         max_senses: int | None = 1,
         min_similarity: float = 0.0,
         self_loops: bool = False,
+        map_synonyms: bool = True,
+        map_hypernym_depth: int = 1,
     ) -> None:
         super().__init__(vocabulary=vocabulary)
+        self.map_synonyms = map_synonyms
+        self.map_hypernym_depth = map_hypernym_depth
+        self._synset_index: dict[tuple[str, ...], dict[tuple[str, int], list[int]]] = {}
         if measure not in ("wup", "path"):
             raise ValueError(f"measure must be 'wup' or 'path', got {measure!r}")
         if hypernym_depth < 0:
@@ -72,6 +81,45 @@ class WordNetKnowledge(KnowledgeSource):
         """Morphy base forms of ``word`` in every part of speech (real WordNet lemmas only)."""
         key = concept_key(word)
         return [f for p in POS_FILES for f in self.wordnet.morphy_all(key, p) if f != key]
+
+    def _concept_synsets(self, vocab: Sequence[str]) -> dict[tuple[str, int], list[int]]:
+        """Synset key -> indices of the concepts having that synset (cached per vocabulary)."""
+        key = tuple(vocab)
+        if key not in self._synset_index:
+            index: dict[tuple[str, int], list[int]] = defaultdict(list)
+            for i, c in enumerate(vocab):
+                for syn in self.wordnet.synsets(concept_key(c), max_senses=self.max_senses):
+                    index[syn.key].append(i)
+            self._synset_index[key] = dict(index)
+        return self._synset_index[key]
+
+    def concepts_for_words(self, words, vocabulary: Sequence[str] | None = None) -> list[list[int]]:
+        """Spelling or lemma first (as every source); then, for words still unmapped, WordNet
+        synonyms and hypernyms (see ``map_synonyms`` / ``map_hypernym_depth``)."""
+        words = list(words)
+        vocab = list(vocabulary) if vocabulary is not None else self.vocabulary
+        out = super().concepts_for_words(words, vocab)
+        if not self.map_synonyms:
+            return out
+        index = self._concept_synsets(vocab)
+        wn = self.wordnet
+        for j, w in enumerate(words):
+            if out[j]:
+                continue
+            hits: list[int] = []
+            for syn in wn.synsets(concept_key(w), max_senses=self.max_senses):
+                hits += index.get(syn.key, [])
+                if not hits and self.map_hypernym_depth > 0:
+                    for anc, d in wn.ancestors(syn.key).items():
+                        if 0 < d <= self.map_hypernym_depth:
+                            hits += index.get(anc, [])
+            if hits:
+                out[j] = sorted(set(hits))
+                k = concept_key(w)  # counted as unmapped by the spelling pass: take it back
+                self.unmapped[k] -= 1
+                if self.unmapped[k] <= 0:
+                    del self.unmapped[k]
+        return out
 
     def _similarity(self, a: tuple[str, int], b: tuple[str, int]) -> float:
         wn = self.wordnet

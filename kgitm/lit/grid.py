@@ -67,6 +67,21 @@ def load_grid(path: Path) -> dict[str, Any]:
     return spec
 
 
+def check_grid(path: Path) -> dict[str, Any]:
+    """Load a grid file and check that every config file it names exists (relative to the repository)."""
+    path = Path(path)
+    spec = load_grid(path)
+    root = path.resolve().parents[2] if path.resolve().parent.parent.name == "configs" else Path.cwd()
+    names = [spec["base"], spec.get("trainer", "configs/trainer/cpu.yaml")]
+    for _, args in cells(spec):
+        names += [a for a in args if a.endswith((".yaml", ".yml"))]
+    names += [a for a in map(str, spec["args"]) if a.endswith((".yaml", ".yml"))]
+    for n in names:
+        if not (root / n).exists():
+            raise SystemExit(f"kgitm grid: {path}: names {n}, which does not exist under {root}")
+    return spec
+
+
 def cells(spec: dict[str, Any]) -> list[tuple[dict[str, str], list[str]]]:
     """Every combination of axis values: ``({axis: value}, extra CLI args)``."""
     names = list(spec["axes"])
@@ -105,18 +120,19 @@ def run_one(spec: dict[str, Any], labels: dict[str, str], args: list[str], seed:
     result_file = run_dir / "test_results.json"
     if result_file.exists():
         return json.loads(result_file.read_text())["results"]
-    cmd_base = [
-        "--config", str(spec["base"]),
-        *args,
-        *[str(a) for a in spec["args"]],
-        "--seed_everything", str(seed),
-    ]
     if dry_run:
-        print(f"[dry run] {cell} seed {seed}: kgitm fit {' '.join(cmd_base)}")
+        print(f"[dry run] {cell} seed {seed}: kgitm fit --config {spec['base']} {' '.join(args)} {' '.join(map(str, spec['args']))}")
         return None
     run_dir.mkdir(parents=True, exist_ok=True)
     trainer = _run_trainer_config(Path(spec.get("trainer", "configs/trainer/cpu.yaml")), run_dir)
-    cmd_base += ["--trainer", str(trainer)]
+    # order matters: base, the cell's configs, the run's trainer file, then the grid-wide overrides
+    cmd_base = [
+        "--config", str(spec["base"]),
+        *args,
+        "--trainer", str(trainer),
+        *[str(a) for a in spec["args"]],
+        "--seed_everything", str(seed),
+    ]
     log = open(run_dir / "run.log", "a")
     exe = [sys.executable, "-m", "kgitm"]
     t0 = time.time()

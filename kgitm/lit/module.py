@@ -12,10 +12,12 @@ import lightning as L
 import numpy as np
 import torch
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor, nn
 
 from kgitm.eval.metrics import evaluate_retrieval, pairwise_accuracy
 from kgitm.eval.similarity import compute_similarity
+from kgitm.knowledge.module import KnowledgeFusedMatcher, KnowledgeModule
 from kgitm.losses import ContrastiveLoss
 from kgitm.matchers.base import EncodedCaptions, EncodedImages, Matcher
 
@@ -89,6 +91,8 @@ class MatchingModule(L.LightningModule):
             ``TransformerTextEncoder``; ``vocab_size`` is linked from the data).
         matcher: scores blocks of images against blocks of captions.
         loss: hinge loss on the batch similarity matrix.
+        knowledge: optional concept-graph knowledge (:class:`KnowledgeModule`): attached to both
+            modalities' graphs and/or fused as a consensus score, for any matcher.
         optimizer: optimiser factory (default Adam; configs set lr 2e-4).
         lr_scheduler: optional scheduler factory (e.g. StepLR decaying x0.1 once).
         hardest_negative_warmup_epochs: sum over all negatives for this many epochs, then use the
@@ -102,6 +106,7 @@ class MatchingModule(L.LightningModule):
         text_encoder: nn.Module,
         matcher: Matcher,
         loss: Optional[ContrastiveLoss] = None,
+        knowledge: Optional[KnowledgeModule] = None,
         *,
         optimizer: OptimizerCallable = torch.optim.Adam,
         lr_scheduler: Optional[LRSchedulerCallable] = None,
@@ -109,24 +114,43 @@ class MatchingModule(L.LightningModule):
         eval_memory_budget_mb: float = 1024.0,
     ) -> None:
         super().__init__()
-        self.save_hyperparameters(ignore=["image_encoder", "text_encoder", "matcher", "loss"])
+        self.save_hyperparameters(ignore=["image_encoder", "text_encoder", "matcher", "loss", "knowledge"])
         self.image_encoder = image_encoder
         self.text_encoder = text_encoder
         self.matcher = matcher
         self.loss = loss if loss is not None else ContrastiveLoss()
+        self.knowledge = knowledge
+        if knowledge is not None:
+            knowledge.bind(int(image_encoder.embed_dim))
         self.optimizer_factory = optimizer
         self.scheduler_factory = lr_scheduler
         self._eval: dict[str, Any] = {}
         self.test_results: dict[str, float] = {}
         self.predicted_similarity: Optional[np.ndarray] = None
 
-    # ------------------------------------------------------------------ training
-    def encode(self, batch: dict) -> tuple[EncodedImages, EncodedCaptions]:
-        return self.image_encoder(batch), self.text_encoder(batch)
+    # ------------------------------------------------------------------ encoding and scoring
+    def encode_images(self, batch: dict) -> EncodedImages:
+        images = self.image_encoder(batch)
+        return images if self.knowledge is None else self.knowledge.augment_images(images)
 
+    def encode_captions(self, batch: dict) -> EncodedCaptions:
+        captions = self.text_encoder(batch)
+        return captions if self.knowledge is None else self.knowledge.augment_captions(captions, batch["words"])
+
+    def encode(self, batch: dict) -> tuple[EncodedImages, EncodedCaptions]:
+        return self.encode_images(batch), self.encode_captions(batch)
+
+    @property
+    def scorer(self) -> Matcher:
+        """The matcher, fused with the knowledge consensus when one is configured."""
+        if self.knowledge is None or self.knowledge.mode == "graph":
+            return self.matcher
+        return KnowledgeFusedMatcher(self.matcher, self.knowledge)
+
+    # ------------------------------------------------------------------ training
     def training_step(self, batch: dict, batch_idx: int) -> Tensor:
         images, captions = self.encode(batch)
-        sims = self.matcher(images, captions)
+        sims = self.scorer(images, captions)
         hardest = self.current_epoch >= self.hparams.hardest_negative_warmup_epochs
         loss = self.loss(sims, batch["image_index"], max_violation=self.loss.max_violation and hardest)
         self.log("train/loss", loss, prog_bar=True, batch_size=sims.shape[0])
@@ -154,14 +178,14 @@ class MatchingModule(L.LightningModule):
         self._eval = {"images": {}, "captions": []}
 
     def _eval_step(self, batch: dict) -> None:
-        captions = self.text_encoder(batch)
+        captions = self.encode_captions(batch)
         self._eval["captions"].append(captions.to(torch.device("cpu")))
         idx = batch["image_index"].tolist()
         first = [b for b, i in enumerate(idx) if i not in self._eval["images"] and idx.index(i) == b]
         if first:
             sel = torch.tensor(first, device=batch["images"].device)
             sub = {k: _select(v, sel) for k, v in batch.items()}
-            images = self.image_encoder(sub).to(torch.device("cpu"))
+            images = self.encode_images(sub).to(torch.device("cpu"))
             for j, b in enumerate(first):
                 self._eval["images"][idx[b]] = images.index(slice(j, j + 1))
 
@@ -176,7 +200,7 @@ class MatchingModule(L.LightningModule):
     def similarity(self, images: EncodedImages, captions: EncodedCaptions) -> Tensor:
         """Full ``(N, M)`` similarity, block-wise within the memory budget, on this module's device."""
         return compute_similarity(
-            self.matcher,
+            self.scorer,
             images,
             captions,
             memory_budget_mb=self.hparams.eval_memory_budget_mb,
@@ -186,8 +210,17 @@ class MatchingModule(L.LightningModule):
         dm = getattr(self.trainer, "datamodule", None)
         return int(dm.hparams.captions_per_image) if dm is not None else 5
 
+    def _complete(self, images: EncodedImages, captions: EncodedCaptions) -> tuple[EncodedImages, EncodedCaptions]:
+        """Keep the images whose ``k`` captions were all seen (``limit_*_batches`` can cut an image off)."""
+        k = self._captions_per_image()
+        n = min(len(images), len(captions) // k)
+        if n * k != len(captions) or n != len(images):
+            rank_zero_warn(f"evaluating the first {n} images only: the loop stopped inside an image's captions")
+            images, captions = images.index(slice(0, n)), captions.index(slice(0, n * k))
+        return images, captions
+
     def _retrieval(self, prefix: str) -> dict[str, float]:
-        images, captions = self._eval_matrices()
+        images, captions = self._complete(*self._eval_matrices())
         sims = self.similarity(images, captions).numpy()
         res = evaluate_retrieval(sims, captions_per_image=self._captions_per_image())
         res = {k: float(v) for k, v in res.items() if not isinstance(v, (list, dict))}
@@ -242,7 +275,7 @@ class MatchingModule(L.LightningModule):
         parts, img = [], []
         for batch in loader:
             batch = self.transfer_batch_to_device(batch, self.device, 0)
-            parts.append(self.text_encoder(batch).to(torch.device("cpu")))
+            parts.append(self.encode_captions(batch).to(torch.device("cpu")))
             img.append(batch["image_index"].cpu())
         return torch.cat(img), concat_captions(parts)
 
@@ -252,7 +285,7 @@ class MatchingModule(L.LightningModule):
         out = []
         for s in range(0, len(captions), chunk):
             sl = slice(s, s + chunk)
-            block = self.matcher(images.index(image_index[sl]).to(self.device), captions.index(sl).to(self.device))
+            block = self.scorer(images.index(image_index[sl]).to(self.device), captions.index(sl).to(self.device))
             out.append(block.diagonal().float().cpu())
         return torch.cat(out).numpy()
 
@@ -264,6 +297,6 @@ class MatchingModule(L.LightningModule):
         self._eval_step(batch)
 
     def on_predict_epoch_end(self) -> None:
-        images, captions = self._eval_matrices()
+        images, captions = self._complete(*self._eval_matrices())
         self.predicted_similarity = self.similarity(images, captions).numpy()
         self._eval = {}

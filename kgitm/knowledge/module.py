@@ -1,0 +1,214 @@
+"""Knowledge in the matchers: concept embeddings from a concept graph, attached to the graphs of both
+modalities and/or fused as a CVSE-style consensus score. Works with every matcher (VSE++, SCAN, GSMN,
+SGM) because it acts on the encoded features and on the similarity, not inside a particular matcher.
+"""
+
+from __future__ import annotations
+
+from typing import Literal, Optional
+
+import torch
+from torch import Tensor, nn
+
+from kgitm.knowledge.base import KnowledgeSource
+from kgitm.matchers.base import EncodedCaptions, EncodedImages, Matcher
+from kgitm.nn.functional import l2norm, masked_mean
+
+
+class KnowledgeModule(nn.Module):
+    """Concept-graph knowledge for image-text matchers.
+
+    A 2-layer GCN (CVSE: LeakyReLU 0.2) over the source's concept graph turns node features (the
+    source's vectors, e.g. CVSE's GloVe rows, or learned embeddings) into concept embeddings ``E``
+    in the joint space. Two ways to use them:
+
+    - ``"graph"`` (knowledge-augmented graphs): every caption word that the source maps to concepts
+      gets a concept node attached; one message from the attached nodes updates the word node,
+      ``h_j <- l2norm(h_j + W_t mean_c E_c)``. Regions attach softly to concepts
+      (``softmax(scale * v E^T)``), ``v <- l2norm(v + W_v sum_c a_c E_c)``. Graph matchers then
+      propagate this along their own edges (GSMN dependency/visual graphs, SGM triples). A word never
+      seen in training (synonym shift) still reaches its concept when the source maps it (WordNet).
+    - ``"consensus"`` (CVSE, Wang et al. ECCV 2020): pooled image and caption vectors attend over
+      ``E`` (softmax with ``scale``); the caption's distribution is mixed with its own concept labels
+      (``label_ratio``; from the caption alone, never shared across an image's captions); the final
+      score is ``(1 - w) * S_matcher + w * cos(consensus_img, consensus_txt)``.
+
+    Args:
+        source: the knowledge source (``none``, ``cooccurrence``, ``wordnet``, ``conceptnet``,
+            ``cvse``, ``union``).
+        vocabulary: concept vocabulary (list, or a file/folder ``load_vocabulary`` reads); ``None``:
+            the source's own.
+        mode: ``"graph"``, ``"consensus"`` or ``"both"``.
+        node_features: ``"source"`` (the source's vectors; learned where it has none) or ``"learned"``.
+        feature_dim: size of learned node features (default 300, GloVe's).
+        hidden_dim: GCN hidden size (default 512, CVSE).
+        negative_slope: LeakyReLU slope of the GCN (default 0.2, CVSE).
+        scale: softmax scale of concept attention (default 10, CVSE).
+        label_ratio: share of the caption's own concept labels in its concept distribution
+            (default 0.35, CVSE on Flickr30K).
+        consensus_weight: ``w``, the consensus share of the fused score (default 0.15, CVSE).
+        max_concepts_per_word: concepts kept per word (default 4).
+
+    Shapes:
+        concept embeddings ``E``: ``(C, D)`` with ``D`` the encoders' size (set by :meth:`bind`).
+    """
+
+    def __init__(
+        self,
+        source: KnowledgeSource,
+        *,
+        vocabulary: Optional[list[str] | str] = None,
+        mode: Literal["graph", "consensus", "both"] = "graph",
+        node_features: Literal["source", "learned"] = "source",
+        feature_dim: int = 300,
+        hidden_dim: int = 512,
+        negative_slope: float = 0.2,
+        scale: float = 10.0,
+        label_ratio: float = 0.35,
+        consensus_weight: float = 0.15,
+        max_concepts_per_word: int = 4,
+    ) -> None:
+        super().__init__()
+        if mode not in ("graph", "consensus", "both"):
+            raise ValueError(f"KnowledgeModule: mode must be graph, consensus or both, got {mode!r}")
+        from kgitm.knowledge.base import load_vocabulary
+
+        self.source = source
+        self.concepts = load_vocabulary(vocabulary) if vocabulary is not None else source.vocabulary
+        graph = source.concept_graph(self.concepts)
+        self.provenance = graph.provenance
+        adj = graph.dense().clone()
+        adj = adj + torch.diag((adj.diagonal() == 0).float())  # a self loop where the source has none
+        self.register_buffer("adjacency", adj / adj.sum(1, keepdim=True).clamp_min(1e-6))  # row-normalised
+        use_source = node_features == "source" and graph.features is not None
+        if use_source:
+            self.register_buffer("node_features", graph.features.clone())
+            self.node_embedding = None
+            in_dim = graph.features.shape[1]
+        else:
+            self.node_features = None
+            self.node_embedding = nn.Embedding(len(self.concepts), feature_dim)
+            in_dim = feature_dim
+        self.mode = mode
+        self.in_dim = in_dim
+        self.hidden_dim = hidden_dim
+        self.negative_slope = negative_slope
+        self.scale = scale
+        self.label_ratio = label_ratio
+        self.consensus_weight = consensus_weight
+        self.max_concepts_per_word = max_concepts_per_word
+        self._word_cache: dict[str, list[int]] = {}
+        self.embed_dim: Optional[int] = None
+
+    # ------------------------------------------------------------------ construction
+    def bind(self, embed_dim: int) -> None:
+        """Create the layers that depend on the encoders' size ``D`` (called by the task module)."""
+        self.embed_dim = embed_dim
+        self.gcn1 = nn.Linear(self.in_dim, self.hidden_dim)
+        self.gcn2 = nn.Linear(self.hidden_dim, embed_dim)
+        if self.mode in ("graph", "both"):
+            self.attach_text = nn.Linear(embed_dim, embed_dim)
+            self.attach_image = nn.Linear(embed_dim, embed_dim)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        if self.node_embedding is not None:
+            nn.init.normal_(self.node_embedding.weight, std=0.1)
+        for name in ("gcn1", "gcn2", "attach_text", "attach_image"):
+            layer = getattr(self, name, None)
+            if layer is not None:
+                nn.init.xavier_uniform_(layer.weight)
+                nn.init.zeros_(layer.bias)
+
+    # ------------------------------------------------------------------ concepts
+    def concept_embeddings(self) -> Tensor:
+        """``E = A LeakyReLU(A X W1) W2``, l2-normalised rows, ``(C, D)``."""
+        x = self.node_features if self.node_embedding is None else self.node_embedding.weight
+        h = nn.functional.leaky_relu(self.adjacency @ self.gcn1(x), self.negative_slope)
+        return l2norm(self.adjacency @ self.gcn2(h))
+
+    def _concepts_of(self, word: str) -> list[int]:
+        if word not in self._word_cache:
+            self._word_cache[word] = self.source.concepts_for_words([word], self.concepts)[0][: self.max_concepts_per_word]
+        return self._word_cache[word]
+
+    def word_concepts(self, words: list[list[str]], length: int, device: torch.device) -> Tensor:
+        """Row-normalised word -> concept assignment ``(M, L, C)`` (zero rows for unmapped words)."""
+        rows, cols, bats = [], [], []
+        for b, ws in enumerate(words):
+            for j, w in enumerate(ws[:length]):
+                for c in self._concepts_of(w):
+                    bats.append(b)
+                    rows.append(j)
+                    cols.append(c)
+        out = torch.zeros(len(words), length, len(self.concepts), device=device)
+        if bats:
+            out[torch.tensor(bats), torch.tensor(rows), torch.tensor(cols)] = 1.0
+        return out / out.sum(-1, keepdim=True).clamp_min(1.0)
+
+    # ------------------------------------------------------------------ use
+    def augment_captions(self, captions: EncodedCaptions, words: list[list[str]]) -> EncodedCaptions:
+        """Attach concept nodes to the caption's words (and store its concept labels for the consensus)."""
+        assign = self.word_concepts(words, captions.features.shape[1], captions.features.device)
+        extra = dict(captions.extra or {})
+        labels = (assign.sum(1) > 0).to(captions.features.dtype)
+        extra["concept_labels"] = labels
+        features = captions.features
+        if self.mode in ("graph", "both"):
+            msg = assign @ self.concept_embeddings()
+            has = assign.sum(-1, keepdim=True) > 0
+            features = torch.where(has, l2norm(features + self.attach_text(msg)), features)
+            features = features * captions.mask.unsqueeze(-1).to(features.dtype)
+        return EncodedCaptions(features=features, mask=captions.mask, adjacency=captions.adjacency, extra=extra)
+
+    def augment_images(self, images: EncodedImages) -> EncodedImages:
+        """Attach concept nodes to regions by soft assignment."""
+        if self.mode not in ("graph", "both"):
+            return images
+        E = self.concept_embeddings()
+        attn = torch.softmax(self.scale * images.features @ E.T, dim=-1)
+        features = l2norm(images.features + self.attach_image(attn @ E))
+        features = features * images.mask.unsqueeze(-1).to(features.dtype)
+        return EncodedImages(features=features, mask=images.mask, boxes=images.boxes, extra=images.extra)
+
+    def consensus_similarity(self, images: EncodedImages, captions: EncodedCaptions) -> Tensor:
+        """``cos(consensus_img, consensus_txt)`` for every pair, ``(N, M)``."""
+        E = self.concept_embeddings()
+        v = l2norm(masked_mean(images.features, images.mask, dim=1))
+        t = l2norm(masked_mean(captions.features, captions.mask, dim=1))
+        a_v = torch.softmax(self.scale * v @ E.T, dim=-1)
+        a_t = torch.softmax(self.scale * t @ E.T, dim=-1)
+        labels = (captions.extra or {}).get("concept_labels")
+        if labels is not None:
+            has = labels.sum(-1, keepdim=True) > 0
+            mixed = (1 - self.label_ratio) * a_t + self.label_ratio * labels / labels.sum(-1, keepdim=True).clamp_min(1.0)
+            a_t = torch.where(has, mixed, a_t)
+        return l2norm(a_v @ E) @ l2norm(a_t @ E).T
+
+
+class KnowledgeFusedMatcher(Matcher):
+    """A matcher whose score is fused with the knowledge consensus:
+    ``(1 - w) * base(images, captions) + w * consensus(images, captions)``.
+
+    Args:
+        base: any matcher.
+        knowledge: a bound :class:`KnowledgeModule` in ``consensus`` or ``both`` mode.
+    """
+
+    def __init__(self, base: Matcher, knowledge: KnowledgeModule) -> None:
+        super().__init__()
+        self.base = base
+        self.knowledge = knowledge
+
+    def prepare_images(self, images: EncodedImages) -> EncodedImages:
+        return self.base.prepare_images(images)
+
+    def prepare_captions(self, captions: EncodedCaptions) -> EncodedCaptions:
+        return self.base.prepare_captions(captions)
+
+    def forward(self, images: EncodedImages, captions: EncodedCaptions) -> Tensor:
+        w = self.knowledge.consensus_weight
+        return (1 - w) * self.base(images, captions) + w * self.knowledge.consensus_similarity(images, captions)
+
+    def pair_memory_bytes(self, images: EncodedImages, captions: EncodedCaptions) -> int:
+        return self.base.pair_memory_bytes(images, captions) + 4 * len(self.knowledge.concepts)
