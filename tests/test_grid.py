@@ -63,3 +63,10 @@ def test_bad_grid_file_is_named(tmp_path):
         grid.load_grid(p)
     with pytest.raises(SystemExit, match="file not found"):
         grid.load_grid(tmp_path / "nope.yaml")
+
+
+def test_unquoted_yaml_boolean_value_names_are_refused(tmp_path):
+    p = tmp_path / "g.yaml"
+    p.write_text("name: x\nbase: b.yaml\naxes:\n  knowledge:\n    off: []\n")
+    with pytest.raises(SystemExit, match="quote it"):
+        grid.load_grid(p)

@@ -60,6 +60,13 @@ def load_grid(path: Path) -> dict[str, Any]:
     axes = spec["axes"]
     if not isinstance(axes, dict) or not axes or not all(isinstance(v, dict) and v for v in axes.values()):
         raise SystemExit(f"kgitm grid: {path}: 'axes' must map each axis name to a non-empty mapping value -> CLI args")
+    for axis, values in axes.items():
+        for v in values:
+            if not isinstance(v, str):
+                raise SystemExit(
+                    f"kgitm grid: {path}: axis {axis!r} has a value named {v!r} ({type(v).__name__}); "
+                    'quote it in the YAML (e.g. "off": [])'
+                )
     spec.setdefault("seeds", [0])
     spec.setdefault("args", [])
     spec.setdefault("metrics", DEFAULT_METRICS)
