@@ -1,0 +1,259 @@
+"""Benchmark: two-stage retrieval (VSE++ shortlist + expensive re-ranking) against exhaustive scoring.
+
+Loads a coarse model (a global-embedding VSE++ run) and an expensive one (SCAN, GSMN, SGM) from
+their configs and checkpoints, encodes the test split with both (MatchingModule's own evaluation
+encoding path), and compares:
+
+- exhaustive: the expensive matcher on every image-caption pair (timed);
+- coarse: the VSE++ matrix alone (timed);
+- two-stage for each ``k`` in ``--ks``: the expensive matcher re-scores the top ``k`` captions of
+  every image (image-to-text) and the top ``k`` images of every caption (text-to-image) of the
+  coarse ranking (:mod:`kgitm.eval.two_stage`); time = coarse matrix + shortlists + re-ranking.
+
+The table gives, per ``k``: distinct pairs the matcher scored, pairs it evaluated (with
+``--image-block > 1`` some block fill is scored and discarded), the reduction factor
+``exhaustive pairs / evaluated pairs``, RSUM, RSUM minus the exhaustive RSUM, and time. The issue's
+goal is at least ``--min-reduction`` (10x) fewer matcher evaluations with RSUM within
+``--rsum-tolerance`` (1 point) of exhaustive; the script reports the smallest ``k`` with
+``|RSUM - exhaustive| <= tolerance`` and the smallest with ``RSUM >= exhaustive - tolerance`` (a
+shortlist can also *raise* RSUM: the coarse model filters some of the matcher's false positives),
+each with whether it reaches the reduction; ``goal_met`` in the JSON uses the second.
+
+Protocol: the whole test matrix ("single", Flickr30K / SynthScenes). Encoding time is reported
+apart (both ways need the expensive encoders).
+
+Example (arguments after ``--`` go to both models' Lightning CLI parsers)::
+
+    python scripts/bench_two_stage.py \\
+        --coarse configs/experiment/vsepp_synthscenes.yaml runs/vsepp/best.ckpt \\
+        --expensive configs/experiment/scan_t2i_synthscenes.yaml runs/scan_t2i/best.ckpt \\
+        --ks 5 10 20 50 --output bench_two_stage.json -- --data.root data/synthscenes
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from lightning.fabric.utilities.apply_func import move_data_to_device
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from kgitm.data.datamodule import PrecompDataModule  # noqa: E402
+from kgitm.eval.metrics import evaluate_retrieval  # noqa: E402
+from kgitm.eval.report import write_json  # noqa: E402
+from kgitm.eval.similarity import compute_similarity  # noqa: E402
+from kgitm.eval.two_stage import scores_metrics, two_stage_similarity  # noqa: E402
+from kgitm.lit.cli import KgitmCLI  # noqa: E402
+from kgitm.lit.module import MatchingModule  # noqa: E402
+from kgitm.matchers.base import EncodedCaptions, EncodedImages  # noqa: E402
+
+
+def load_run(config: str, ckpt: str, extra: list[str], device: torch.device) -> tuple[MatchingModule, PrecompDataModule]:
+    """Instantiate a run from its config (as ``kgitm test`` would) and load its checkpoint weights.
+
+    The checkpoint is read with ``weights_only=True``: only tensors and plain containers are
+    unpickled (the hyper-parameters kgitm saves are plain dicts, so Lightning checkpoints load).
+    """
+    argv, sys.argv = sys.argv, sys.argv[:1]  # the CLI parses `args`, not this script's arguments
+    try:
+        cli = KgitmCLI(
+            MatchingModule,
+            PrecompDataModule,
+            run=False,
+            args=["--config", config, *extra],
+            save_config_callback=None,
+            parser_kwargs={"default_env": False},
+        )
+    finally:
+        sys.argv = argv
+    try:
+        state = torch.load(ckpt, map_location="cpu", weights_only=True)["state_dict"]
+    except FileNotFoundError as err:
+        raise SystemExit(f"bench_two_stage: {ckpt}: no such checkpoint; pass the .ckpt written by `kgitm fit`") from err
+    try:
+        cli.model.load_state_dict(state)
+    except RuntimeError as err:
+        first = str(err).splitlines()[1].strip() if len(str(err).splitlines()) > 1 else str(err)
+        raise SystemExit(
+            f"bench_two_stage: {ckpt}: weights do not fit the model of {config} ({first}); pass the "
+            "config (and overrides after --) the checkpoint was trained with"
+        ) from err
+    return cli.model.eval().to(device), cli.datamodule
+
+
+@torch.no_grad()
+def encode_test(model: MatchingModule, dm: PrecompDataModule, device: torch.device) -> tuple[EncodedImages, EncodedCaptions]:
+    """Encode the test split exactly as ``kgitm test`` does (each image once, at its first caption).
+
+    Uses the module's evaluation helpers (``_eval_start/_eval_step/_eval_matrices``), the same code
+    the validation, test and predict loops run; the encodings are returned on the CPU.
+    """
+    model._eval_start()
+    for batch in dm.test_dataloader():
+        model._eval_step(move_data_to_device(batch, device))
+    images, captions = model._eval_matrices()
+    model._eval = {}
+    return images, captions
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _timed(fn, device: torch.device) -> tuple[Any, float]:
+    _sync(device)
+    t0 = time.perf_counter()
+    out = fn()
+    _sync(device)
+    return out, time.perf_counter() - t0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--coarse", nargs=2, required=True, metavar=("CONFIG", "CKPT"), help="the fast global-embedding run (VSE++)")
+    p.add_argument("--expensive", nargs=2, required=True, metavar=("CONFIG", "CKPT"), help="the expensive matcher run (SCAN, GSMN, SGM)")
+    p.add_argument("--ks", nargs="+", type=int, default=[5, 10, 20, 50], metavar="K", help="shortlist lengths: captions per image and images per caption (default: 5 10 20 50)")
+    p.add_argument("--image-block", type=int, default=1, metavar="B", help="images per re-ranking call (default 1: exactly the candidate pairs are scored)")
+    p.add_argument("--rsum-tolerance", type=float, default=1.0, help="RSUM criterion: |RSUM - exhaustive RSUM| <= this (default: 1.0)")
+    p.add_argument("--min-reduction", type=float, default=10.0, help="reduction goal in matcher evaluations (default: 10)")
+    p.add_argument("--memory-budget-mb", type=float, default=1024.0, help="activation budget of one matcher block (default: 1024)")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="device of both models (default: cuda when available)")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (set it when timing on a shared machine)")
+    p.add_argument("--output", type=Path, default=None, metavar="BENCH.json", help="write the results as JSON (atomically)")
+    return p
+
+
+def main(argv: list[str]) -> int:
+    extra: list[str] = []
+    if "--" in argv:
+        cut = argv.index("--")
+        argv, extra = argv[:cut], argv[cut + 1 :]
+    args = build_parser().parse_args(argv)
+    if any(k < 1 for k in args.ks):
+        raise SystemExit(f"bench_two_stage: --ks must be positive, got {args.ks}")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+
+    coarse, coarse_dm = load_run(*args.coarse, extra, device)
+    expensive, expensive_dm = load_run(*args.expensive, extra, device)
+    k = int(expensive_dm.hparams.captions_per_image)
+    if (coarse_dm.root, coarse_dm.hparams.test_split) != (expensive_dm.root, expensive_dm.hparams.test_split):
+        raise SystemExit(
+            f"bench_two_stage: the runs read different test data ({coarse_dm.root}/{coarse_dm.hparams.test_split} vs "
+            f"{expensive_dm.root}/{expensive_dm.hparams.test_split}); point both at the same --data.root"
+        )
+
+    (c_img, c_cap), coarse_encode_s = _timed(lambda: encode_test(coarse, coarse_dm, device), device)
+    (e_img, e_cap), expensive_encode_s = _timed(lambda: encode_test(expensive, expensive_dm, device), device)
+    n, m = len(e_img), len(e_cap)
+    if (len(c_img), len(c_cap)) != (n, m):
+        raise SystemExit(f"bench_two_stage: coarse encodes {len(c_img)}x{len(c_cap)}, expensive {n}x{m}; use the same test split")
+
+    budget = args.memory_budget_mb
+    # the module's scorer when it has one (matcher fused with a knowledge consensus), else its matcher
+    coarse_matcher = getattr(coarse, "scorer", coarse.matcher)
+    expensive_matcher = getattr(expensive, "scorer", expensive.matcher)
+    exhaustive_sims, exhaustive_s = _timed(
+        lambda: compute_similarity(expensive_matcher, e_img, e_cap, memory_budget_mb=budget), device
+    )
+    exhaustive = evaluate_retrieval(exhaustive_sims.numpy(), k)
+    coarse_sims, coarse_s = _timed(lambda: compute_similarity(coarse_matcher, c_img, c_cap, memory_budget_mb=budget), device)
+    coarse_res = evaluate_retrieval(coarse_sims.numpy(), k)
+
+    def rerank(image_idx: torch.Tensor, caption_idx: torch.Tensor) -> torch.Tensor:
+        return compute_similarity(expensive_matcher, e_img.index(image_idx), e_cap.index(caption_idx), memory_budget_mb=budget)
+
+    rows = []
+    for kk in args.ks:
+        scores, rerank_s = _timed(
+            lambda: two_stage_similarity(coarse_sims, rerank, k_images=kk, k_captions=kk, image_block=args.image_block), device
+        )
+        res = scores_metrics(scores, k)
+        rows.append(
+            {
+                "k": kk,
+                "k_images": min(kk, n),
+                "k_captions": min(kk, m),
+                "matcher_pairs": scores.matcher_pairs,
+                "scored_pairs": scores.scored_pairs,
+                "exhaustive_pairs": n * m,
+                "reduction": n * m / scores.scored_pairs,
+                "rsum": res["rsum"],
+                "rsum_diff": res["rsum"] - exhaustive["rsum"],
+                "time_s": coarse_s + rerank_s,
+                "rerank_s": rerank_s,
+                "results": res,
+            }
+        )
+
+    tol = args.rsum_tolerance
+    within = [r for r in rows if abs(r["rsum_diff"]) <= tol]  # |RSUM - exhaustive| <= tol
+    no_worse = [r for r in rows if r["rsum_diff"] >= -tol]  # at most tol below exhaustive
+    smallest = min(within, key=lambda r: r["k"]) if within else None
+    smallest_no_worse = min(no_worse, key=lambda r: r["k"]) if no_worse else None
+    goal = [r for r in no_worse if r["reduction"] >= args.min_reduction]
+
+    title = (
+        f"two-stage retrieval | {n} images x {m} captions | device {device} | threads {torch.get_num_threads()}\n"
+        f"coarse {args.coarse[0]} (RSUM {coarse_res['rsum']:.2f}, {coarse_s:.3f} s) | expensive {args.expensive[0]} "
+        f"(exhaustive RSUM {exhaustive['rsum']:.2f}, {exhaustive_s:.3f} s, {n * m} pairs)"
+    )
+    header = f"{'k':>6} {'matcher pairs':>14} {'scored pairs':>13} {'reduction':>10} {'RSUM':>8} {'dRSUM':>8} {'time s':>9} {'speedup':>8}"
+    print(title)
+    print(header)
+    print("-" * len(header))
+    print(f"{'all':>6} {n * m:>14} {n * m:>13} {1.0:>9.1f}x {exhaustive['rsum']:>8.2f} {0.0:>8.2f} {exhaustive_s:>9.3f} {1.0:>7.2f}x")
+    for r in rows:
+        print(
+            f"{r['k']:>6} {r['matcher_pairs']:>14} {r['scored_pairs']:>13} {r['reduction']:>9.1f}x {r['rsum']:>8.2f} "
+            f"{r['rsum_diff']:>+8.2f} {r['time_s']:>9.3f} {exhaustive_s / r['time_s']:>7.2f}x"
+        )
+    print(f"encoding (not in the times above): coarse {coarse_encode_s:.3f} s, expensive {expensive_encode_s:.3f} s")
+    for label, best in (("|dRSUM| <= ", smallest), ("dRSUM >= -", smallest_no_worse)):
+        if best is None:
+            print(f"no k in {args.ks} has {label}{tol:g}; try larger k")
+        else:
+            verdict = "meets" if best["reduction"] >= args.min_reduction else "misses"
+            print(
+                f"smallest k with {label}{tol:g}: k={best['k']} ({best['reduction']:.1f}x fewer matcher "
+                f"evaluations than exhaustive: {verdict} the {args.min_reduction:g}x goal)"
+            )
+
+    if args.output is not None:
+        write_json(
+            args.output,
+            {
+                "coarse": {"config": args.coarse[0], "ckpt": args.coarse[1], "results": coarse_res, "time_s": coarse_s, "encode_s": coarse_encode_s},
+                "expensive": {
+                    "config": args.expensive[0], "ckpt": args.expensive[1], "results": exhaustive,
+                    "time_s": exhaustive_s, "encode_s": expensive_encode_s, "pairs": n * m,
+                },
+                "two_stage": rows,
+                "num_images": n,
+                "num_captions": m,
+                "image_block": args.image_block,
+                "rsum_tolerance": args.rsum_tolerance,
+                "min_reduction": args.min_reduction,
+                "smallest_k_within_tolerance": None if smallest is None else smallest["k"],
+                "smallest_k_no_worse_than_tolerance": None if smallest_no_worse is None else smallest_no_worse["k"],
+                "goal_met": bool(goal),
+                "device": str(device),
+                "threads": torch.get_num_threads(),
+                "machine": platform.platform(),
+                "cli_args": extra,
+            },
+        )
+        print(f"wrote {args.output}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
