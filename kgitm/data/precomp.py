@@ -7,7 +7,7 @@ Per split, under one folder:
 - ``{split}_ids.txt``       optional, ``N`` image ids;
 - ``{split}_ims_bbx.npy``   optional, ``(N, R, 4)`` pixel corners ``x1, y1, x2, y2``;
 - ``{split}_ims_size.npy``  optional, ``(N, 2)`` plain float array ``(width, height)``
-  (GSMN's pickled object array is refused; convert it once with ``kgitm convert-sizes``).
+  (GSMN's pickled object array is refused; convert it once with ``kgitm convert-gsmn-sizes``).
 
 See ``docs/data.md``. Everything is validated when the split is opened; each problem raises
 :class:`DataFormatError` with a one-line message naming the file, what was expected and what was found.
@@ -33,7 +33,7 @@ def _load_array(path: Path, *, mmap: bool) -> np.ndarray:
         if "pickle" in str(e).lower():
             raise DataFormatError(
                 f"{path}: holds Python objects (a pickle); expected a plain numeric array. "
-                "For GSMN's image-size file run `kgitm convert-sizes` once."
+                "For GSMN's image-size file run `kgitm convert-gsmn-sizes FILE --out FILE --allow-pickle` once."
             ) from None
         raise DataFormatError(f"{path}: not a readable .npy array ({e})") from None
     except OSError as e:
