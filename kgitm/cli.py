@@ -20,6 +20,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "inspect-caption": ("kgitm.graphs.inspect_caption", "parse one caption; print and draw its dependency and scene graphs"),
     "parse-captions": ("kgitm.graphs.parse_captions", "parse a caption file (one per line) into scene graphs (JSON lines or FACTUAL)"),
     "build-concepts": ("kgitm.knowledge.builder", "build a CVSE-style concept vocabulary + graph from a caption corpus"),
+    "compare": ("kgitm.eval.compare", "print several test_results.json side by side"),
     "grid": ("kgitm.lit.grid", "run matchers x knowledge sources x seeds; CSV, Markdown table and bar chart"),
     "preprocess": ("kgitm.graphs.preprocess", "parse captions into graph stores (+ visual scene graphs); resumable, shardable"),
     "convert-butd": ("kgitm.data.butd_tsv", "bottom-up-attention TSV -> precomputed features + boxes + image sizes"),
