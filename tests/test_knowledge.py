@@ -322,6 +322,18 @@ def test_builder_cvse_files_and_byte_identical_rebuild(built: Path) -> None:
     torch.testing.assert_close(cooc.concept_graph().dense(), cvse.concept_graph().dense())
 
 
+def test_builder_rerun_is_skipped_until_the_corpus_or_options_change(built: Path, monkeypatch) -> None:
+    import kgitm.knowledge.builder as builder
+
+    corpus = built / "train_caps.txt"
+    kw = dict(name="toy", objects=3, properties=1, motions=1, progress=False)
+    monkeypatch.setattr(builder, "select_concepts", lambda *a, **k: pytest.fail("an up-to-date folder was rebuilt"))
+    g = build_concepts(corpus, output=built / "a", **kw)
+    assert getattr(g, "reused", False) and g.concepts == ["dog", "ball", "grass", "red", "sits"]
+    with pytest.raises(BaseException, match="rebuilt"):  # other sizes: rebuilt
+        build_concepts(corpus, output=built / "a", **{**kw, "objects": 2})
+
+
 def test_builder_empty_corpus_error(tmp_path: Path, capsys) -> None:
     empty = tmp_path / "empty_caps.txt"
     empty.write_text("")

@@ -152,9 +152,29 @@ def build_concepts(
     column_mass: float = 0.25,
     progress: bool = True,
 ) -> ConceptGraph:
-    """Build and write the concept folder of ``corpus`` (see the module docstring); returns the graph."""
-    captions = read_captions(corpus, format=corpus_format, split_file=split_file)
+    """Build and write the concept folder of ``corpus`` (see the module docstring); returns the graph.
+
+    When ``output`` already holds a complete folder built from the same corpus bytes with the same
+    options, it is loaded instead of rebuilt (the job is idempotent and cheap to rerun)."""
     sizes = {"OBJ": objects, "PROP": properties, "MOT": motions}
+    out = Path(output)
+    request = {
+        "name": name,
+        "corpus_sha256": sha256_file(corpus),
+        "split_file_sha256": None if split_file is None else sha256_file(split_file),
+        "sizes_requested": sizes,
+        "adjacency": {"recipe": "cvse", "threshold": threshold, "column_mass": column_mass},
+        "tokenization": "kgitm.data.text.tokenize",
+    }
+    if (out / "provenance.json").is_file():
+        old = json.loads((out / "provenance.json").read_text())
+        model = old.get("spacy_model")
+        old_model = model.get("name") if isinstance(model, dict) else model
+        if all(old.get(k) == v for k, v in request.items()) and old_model in (spacy_model, None):
+            graph = ConceptGraph.load(out)
+            graph.reused = True  # not persisted: tells the command line to say "up to date"
+            return graph
+    captions = read_captions(corpus, format=corpus_format, split_file=split_file)
     concepts, kinds, model = select_concepts(captions, sizes=sizes, spacy_model=spacy_model,
                                              batch_size=batch_size, progress=progress)
     index = {c: i for i, c in enumerate(concepts)}
@@ -164,7 +184,7 @@ def build_concepts(
         "source": "build-concepts",
         "name": name,
         "corpus": str(corpus),
-        "corpus_sha256": sha256_file(corpus),
+        "corpus_sha256": request["corpus_sha256"],
         "corpus_format": detect_format(corpus) if corpus_format == "auto" else corpus_format,
         "split_file": None if split_file is None else str(split_file),
         "split_file_sha256": None if split_file is None else sha256_file(split_file),
@@ -182,7 +202,6 @@ def build_concepts(
         kinds=kinds,
         provenance=provenance,
     )
-    out = Path(output)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_npy(out / "counts.npy", counts)
     atomic_write_npy(out / "cooccurrence.npy", cooc)
@@ -256,7 +275,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"kgitm build-concepts: error: {exc}", file=sys.stderr)
         return 2
     sizes = graph.provenance["sizes"]
-    print(f"wrote {output}: {graph.num_concepts} concepts ({sizes['OBJ']} objects, {sizes['PROP']} properties, "
+    status = "up to date, kept" if getattr(graph, "reused", False) else "wrote"
+    print(f"{status} {output}: {graph.num_concepts} concepts ({sizes['OBJ']} objects, {sizes['PROP']} properties, "
           f"{sizes['MOT']} motions) from {graph.provenance['num_captions']} captions")
     return 0
 
