@@ -1,10 +1,28 @@
 #!/usr/bin/env bash
-# The quickstart job: train VSE++ on SynthScenes, then test it (retrieval table + diagnostics).
-# Usage: scripts/quickstart.sh [DATA_DIR]   (called by `make quickstart`; outputs in runs/quickstart)
+# The quickstart job (called by `make quickstart` after the data set is generated):
+#   1. graph preprocessing: caption dependency graphs and scene graphs, visual scene graphs (graph stores)
+#   2. a concept graph from the training captions (knowledge)
+#   3. the VSE++ baseline and SGM with WordNet knowledge, each trained and tested on SynthScenes
+#   4. one table: retrieval (R@K, medr, meanr, RSUM) and the diagnostic accuracies side by side
+# Usage: scripts/quickstart.sh [DATA_DIR]      outputs: graphs/, runs/quickstart/{vsepp,sgm_wordnet}/
 set -euo pipefail
 data=${1:-data/synthscenes}
 kgitm=${KGITM:-.venv/bin/kgitm}
+size=(--config configs/size/cpu_small.yaml)
+"$kgitm" preprocess --config configs/preprocess/synthscenes.yaml --data-root "$data" --progress false
+"$kgitm" build-concepts "$data/train_caps.txt" --name synthscenes --objects 80 --properties 25 --motions 15 --no-progress
 rm -rf runs/quickstart   # a rerun trains from scratch instead of appending to an older quickstart
-"$kgitm" fit --config configs/experiment/quickstart.yaml --config configs/size/cpu_small.yaml --data.root "$data"
-"$kgitm" test --config configs/experiment/quickstart.yaml --config configs/size/cpu_small.yaml --data.root "$data" \
-  --ckpt_path runs/quickstart/checkpoints/best.ckpt --trainer.logger false   # keep the training logs intact
+run() {  # run NAME CONFIG EXTRA...: fit, then test the best checkpoint (the test step keeps the training logs)
+  local name=$1 cfg=$2; shift 2
+  "$kgitm" fit --config "$cfg" "${size[@]}" --data.root "$data" "$@"
+  "$kgitm" test --config "$cfg" "${size[@]}" --data.root "$data" "$@" --results_name "$name" \
+    --ckpt_path "runs/quickstart/$name/checkpoints/best.ckpt" --trainer.logger false \
+    --trainer.default_root_dir "runs/quickstart/$name"
+}
+run vsepp configs/experiment/quickstart_vsepp.yaml
+run sgm_wordnet configs/experiment/quickstart_sgm_wordnet.yaml \
+  --model.matcher.init_args.embed_dim 256 --model.knowledge configs/knowledge/wordnet.yaml
+echo
+echo "== SynthScenes test: VSE++ baseline vs SGM + WordNet knowledge =="
+"$kgitm" compare runs/quickstart/vsepp/test_results.json runs/quickstart/sgm_wordnet/test_results.json \
+  --names "VSE++" "SGM+WordNet"

@@ -103,3 +103,21 @@ def test_compare_prints_one_table(tmp_path, capsys):
     with pytest.raises(SystemExit, match="not a kgitm test_results.json"):
         (tmp_path / "bad.json").write_text("{}")
         main(["compare", str(tmp_path / "bad.json")])
+
+
+def test_propagation_keeps_a_self_share_and_isolated_concepts_intact():
+    from kgitm.knowledge.base import ConceptGraph
+
+    class Star(NoKnowledge):  # concept 0 linked to 1 and 2 (weights 1 and 3); 3 and 4 isolated
+        def concept_graph(self, vocabulary=None):
+            a = torch.zeros(5, 5)
+            a[0, 1], a[0, 2], a[1, 0], a[2, 0] = 1.0, 3.0, 1.0, 3.0
+            return ConceptGraph(list(vocabulary), adjacency=a)
+
+    k = KnowledgeModule(Star(vocabulary=VOCAB), self_weight=0.4)
+    A = k.adjacency
+    assert torch.allclose(A.sum(1), torch.ones(5))
+    assert torch.allclose(A[0], torch.tensor([0.4, 0.15, 0.45, 0.0, 0.0]))
+    assert torch.equal(A[3], torch.eye(5)[3]) and torch.equal(A[4], torch.eye(5)[4])
+    with pytest.raises(ValueError, match="self_weight"):
+        KnowledgeModule(Star(vocabulary=VOCAB), self_weight=1.5)

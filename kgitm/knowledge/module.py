@@ -48,6 +48,9 @@ class KnowledgeModule(nn.Module):
             (default 0.35, CVSE on Flickr30K).
         consensus_weight: ``w``, the consensus share of the fused score (default 0.15, CVSE).
         max_concepts_per_word: concepts kept per word (default 4).
+        self_weight: share of a concept's own features in each propagation step; its neighbours share
+            the rest in proportion to the edge weights (default 0.5). Like CVSE's identity term, it
+            keeps dense graphs (WordNet siblings, co-occurrence) from blurring concepts together.
 
     Shapes:
         concept embeddings ``E``: ``(C, D)`` with ``D`` the encoders' size (set by :meth:`bind`).
@@ -67,6 +70,7 @@ class KnowledgeModule(nn.Module):
         label_ratio: float = 0.35,
         consensus_weight: float = 0.15,
         max_concepts_per_word: int = 4,
+        self_weight: float = 0.5,
     ) -> None:
         super().__init__()
         if mode not in ("graph", "consensus", "both"):
@@ -77,9 +81,16 @@ class KnowledgeModule(nn.Module):
         self.concepts = load_vocabulary(vocabulary) if vocabulary is not None else source.vocabulary
         graph = source.concept_graph(self.concepts)
         self.provenance = graph.provenance
-        adj = graph.dense().clone()
-        adj = adj + torch.diag((adj.diagonal() == 0).float())  # a self loop where the source has none
-        self.register_buffer("adjacency", adj / adj.sum(1, keepdim=True).clamp_min(1e-6))  # row-normalised
+        if not 0.0 <= self_weight <= 1.0:
+            raise ValueError(f"KnowledgeModule: self_weight must be in [0, 1], got {self_weight}")
+        adj = graph.dense().clone().clamp_min(0.0)
+        adj.fill_diagonal_(0.0)
+        degree = adj.sum(1, keepdim=True)
+        neighbours = adj / degree.clamp_min(1e-12)
+        # A_hat = s I + (1 - s) rownorm(A); a concept without neighbours keeps all of its own features
+        prop = self_weight * torch.eye(adj.shape[0]) + (1 - self_weight) * neighbours
+        prop = torch.where(degree > 0, prop, torch.eye(adj.shape[0]))
+        self.register_buffer("adjacency", prop)
         use_source = node_features == "source" and graph.features is not None
         if use_source:
             self.register_buffer("node_features", graph.features.clone())

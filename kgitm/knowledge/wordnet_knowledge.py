@@ -39,6 +39,7 @@ class WordNetKnowledge(KnowledgeSource):
             share one of its synsets (``"pooch"`` -> ``dog``) (default ``True``).
         map_hypernym_depth: also map it to concepts whose synset is a hypernym of one of its synsets
             within this many steps (``"poodle"`` -> ``dog``; default 1, 0 disables).
+        map_max_senses: senses of such a word considered (default 3; ``None``: all).
     """
 
     name = "wordnet"
@@ -56,10 +57,12 @@ class WordNetKnowledge(KnowledgeSource):
         self_loops: bool = False,
         map_synonyms: bool = True,
         map_hypernym_depth: int = 1,
+        map_max_senses: int | None = 3,
     ) -> None:
         super().__init__(vocabulary=vocabulary)
         self.map_synonyms = map_synonyms
         self.map_hypernym_depth = map_hypernym_depth
+        self.map_max_senses = map_max_senses
         self._synset_index: dict[tuple[str, ...], dict[tuple[str, int], list[int]]] = {}
         if measure not in ("wup", "path"):
             raise ValueError(f"measure must be 'wup' or 'path', got {measure!r}")
@@ -107,7 +110,7 @@ class WordNetKnowledge(KnowledgeSource):
             if out[j]:
                 continue
             hits: list[int] = []
-            for syn in wn.synsets(concept_key(w), max_senses=self.max_senses):
+            for syn in wn.synsets(concept_key(w), max_senses=self.map_max_senses):
                 hits += index.get(syn.key, [])
                 if not hits and self.map_hypernym_depth > 0:
                     for anc, d in wn.ancestors(syn.key).items():
