@@ -70,3 +70,14 @@ def test_unquoted_yaml_boolean_value_names_are_refused(tmp_path):
     p.write_text("name: x\nbase: b.yaml\naxes:\n  knowledge:\n    off: []\n")
     with pytest.raises(SystemExit, match="quote it"):
         grid.load_grid(p)
+
+
+def test_cell_trainer_overrides_survive_the_run_trainer_file(tmp_path, monkeypatch):
+    spec = grid.load_grid(_spec(tmp_path))
+    calls = []
+    monkeypatch.setattr(grid.subprocess, "call", lambda cmd, **k: calls.append(cmd) or 1)
+    (tmp_path / "trainer.yaml").write_text("max_epochs: 10\n")
+    spec["trainer"] = str(tmp_path / "trainer.yaml")
+    grid.run_one(spec, {"matcher": "a", "knowledge": "none"}, ["--trainer.max_epochs", "3"], 0, tmp_path / "out")
+    fit = calls[0]
+    assert fit.index("--trainer") < len(fit) - 1 - fit[::-1].index("--trainer.max_epochs")

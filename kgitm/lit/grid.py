@@ -132,11 +132,15 @@ def run_one(spec: dict[str, Any], labels: dict[str, str], args: list[str], seed:
         return None
     run_dir.mkdir(parents=True, exist_ok=True)
     trainer = _run_trainer_config(Path(spec.get("trainer", "configs/trainer/cpu.yaml")), run_dir)
-    # order matters: base, the cell's configs, the run's trainer file, then the grid-wide overrides
+    # order matters: base, the cell's configs, the run's trainer file (logs and checkpoints in the run
+    # folder), the cell's own --trainer.* overrides again (the trainer file would reset them), then the
+    # grid-wide overrides
+    trainer_overrides = [x for i in range(len(args) - 1) if args[i].startswith("--trainer.") for x in args[i : i + 2]]
     cmd_base = [
         "--config", str(spec["base"]),
         *args,
         "--trainer", str(trainer),
+        *trainer_overrides,
         *[str(a) for a in spec["args"]],
         "--seed_everything", str(seed),
     ]
