@@ -107,7 +107,7 @@ def test_read_captions_keeps_blank_lines(tmp_path):
     p.write_bytes(b"a dog\r\n\n  \nlast")
     assert read_captions(p) == ["a dog", "", "  ", "last"]
     p.write_bytes(b"ok\n\xff\xfe bad\n")
-    with pytest.raises(ValueError, match=r"line 2: not valid UTF-8"):
+    with pytest.raises(ValueError, match=r"c.txt:2: not valid UTF-8"):
         read_captions(p)
 
 

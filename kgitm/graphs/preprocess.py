@@ -49,6 +49,7 @@ from tqdm import tqdm
 import kgitm
 from kgitm.data.text import tokenize
 from kgitm.graphs.scene_graph_json import SceneGraphFormatError, read_vg_scene_graphs
+from kgitm.data.precomp import read_captions as precomp_read_captions
 from kgitm.graphs.store import (
     FORMAT_VERSION,
     PROVENANCE_FILE,
@@ -84,21 +85,10 @@ class CaptionParser(Protocol):
 
 
 def read_captions(path: str | os.PathLike) -> list[str]:
-    """Captions of a ``{split}_caps.txt``: one per line (``\\n``; a trailing ``\\r`` is dropped).
-
-    Blank lines are kept as empty captions so line ``i`` stays caption ``i``; a final newline does
-    not add a caption. Invalid UTF-8 raises ValueError naming the line.
-    """
-    data = Path(path).read_bytes()
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as e:
-        line = data[: e.start].count(b"\n") + 1
-        raise ValueError(f"{path}, line {line}: not valid UTF-8 ({e.reason}); re-encode the caption file as UTF-8") from None
-    lines = text.split("\n")
-    if lines and lines[-1] == "":
-        lines.pop()
-    return [ln[:-1] if ln.endswith("\r") else ln for ln in lines]
+    """Captions of a ``{split}_caps.txt`` (:func:`kgitm.data.precomp.read_captions`: one per line,
+    blank lines kept so line ``i`` stays caption ``i``; invalid UTF-8 and empty files are errors
+    naming the file and line)."""
+    return precomp_read_captions(Path(path))
 
 
 def _code_hash(*modules: str) -> str:

@@ -400,7 +400,48 @@ def text_store_counts(tensors: Mapping[str, Tensor]) -> dict[str, int]:
     }
 
 
-class GraphStore:
+class _Store:
+    """What both stores share: a folder with ``graphs.pt`` and ``provenance.json``, saved atomically
+    (provenance last) and loaded only when the provenance matches what the caller expects."""
+
+    KIND = "graph"
+    tensors: dict[str, Tensor]
+    provenance: dict
+
+    def save(self, folder: str | os.PathLike, provenance: Mapping | None = None) -> None:
+        """Write ``graphs.pt`` then ``provenance.json`` (each atomically; provenance last)."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        save_tensors(self.tensors, folder / TENSORS_FILE)
+        atomic_write_bytes(folder / PROVENANCE_FILE, stable_json(dict(provenance or self.provenance)).encode())
+
+    @classmethod
+    def load(
+        cls,
+        path: str | os.PathLike,
+        *,
+        expected_provenance: Mapping | None = None,
+        source_file: str | os.PathLike | None = None,
+    ) -> "_Store":
+        """Load a store folder, refusing a stale one.
+
+        Args:
+            path: the store folder (``{out}/{split}/text`` or ``{out}/{split}/visual``).
+            expected_provenance: fields the provenance must have (nested dicts compare field by
+                field), e.g. ``{"parser": {"spacy_model": "en_core_web_sm"}}``; any difference raises
+                :class:`StaleStoreError` naming the field and the rebuild command.
+            source_file: the caption or scene-graph file the store must have been built from (its sha256
+                is checked).
+        """
+        folder = Path(path)
+        expected = dict(expected_provenance or {})
+        if source_file is not None:
+            expected["source"] = {**expected.get("source", {}), "sha256": sha256_file(source_file)}
+        prov = _check_store(folder, expected, cls.KIND)
+        return cls(load_tensors(folder / TENSORS_FILE), prov, folder)
+
+
+class GraphStore(_Store):
     """The parsed caption graphs of one split (built by ``kgitm preprocess``).
 
     ``store[i]`` is the :class:`~kgitm.graphs.types.ParsedCaption` of caption ``i`` (line ``i`` of
@@ -412,6 +453,8 @@ class GraphStore:
         adj = store.dependency_adjacency(caption_ids, max_len=L)     # (B, L, L) bool, GSMN
         sg = store.scene_graph_tensors(caption_ids)                  # SGM textual scene graphs
     """
+
+    KIND = "caption graph"
 
     def __init__(self, tensors: dict[str, Tensor], provenance: dict | None = None, path: Path | None = None) -> None:
         self.tensors = tensors
@@ -431,36 +474,6 @@ class GraphStore:
             b.add(pc)
         return cls(b.finish())
 
-    def save(self, folder: str | os.PathLike, provenance: Mapping | None = None) -> None:
-        """Write ``graphs.pt`` then ``provenance.json`` (each atomically; provenance last)."""
-        folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        save_tensors(self.tensors, folder / TENSORS_FILE)
-        atomic_write_bytes(folder / PROVENANCE_FILE, stable_json(dict(provenance or self.provenance)).encode())
-
-    @classmethod
-    def load(
-        cls,
-        path: str | os.PathLike,
-        *,
-        expected_provenance: Mapping | None = None,
-        source_file: str | os.PathLike | None = None,
-    ) -> "GraphStore":
-        """Load a store folder, refusing a stale one.
-
-        Args:
-            path: the store folder (``{out}/{split}/text``).
-            expected_provenance: fields the provenance must have (nested dicts compare field by
-                field), e.g. ``{"parser": {"spacy_model": "en_core_web_sm"}}``; any difference raises
-                :class:`StaleStoreError` naming the field and the rebuild command.
-            source_file: the caption file the store must have been built from (its sha256 is checked).
-        """
-        folder = Path(path)
-        expected = dict(expected_provenance or {})
-        if source_file is not None:
-            expected["source"] = {**expected.get("source", {}), "sha256": sha256_file(source_file)}
-        prov = _check_store(folder, expected, "caption graph")
-        return cls(load_tensors(folder / TENSORS_FILE), prov, folder)
 
     def __len__(self) -> int:
         return len(self.tensors["caption_offsets"]) - 1
@@ -642,7 +655,7 @@ def visual_store_counts(tensors: Mapping[str, Tensor]) -> dict[str, int]:
     }
 
 
-class VisualGraphStore:
+class VisualGraphStore(_Store):
     """The visual scene graphs of one split (image ``i`` = row ``i`` of the precomputed features).
 
     Example::
@@ -650,6 +663,8 @@ class VisualGraphStore:
         vstore = VisualGraphStore.load("graphs/synthscenes/train/visual")
         sg = vstore.scene_graph_tensors(image_ids)   # boxes, region_index, labels, relations
     """
+
+    KIND = "visual scene graph"
 
     def __init__(self, tensors: dict[str, Tensor], provenance: dict | None = None, path: Path | None = None) -> None:
         self.tensors = tensors
@@ -665,27 +680,6 @@ class VisualGraphStore:
             b.add(g)
         return cls(b.finish())
 
-    def save(self, folder: str | os.PathLike, provenance: Mapping | None = None) -> None:
-        folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        save_tensors(self.tensors, folder / TENSORS_FILE)
-        atomic_write_bytes(folder / PROVENANCE_FILE, stable_json(dict(provenance or self.provenance)).encode())
-
-    @classmethod
-    def load(
-        cls,
-        path: str | os.PathLike,
-        *,
-        expected_provenance: Mapping | None = None,
-        source_file: str | os.PathLike | None = None,
-    ) -> "VisualGraphStore":
-        """Load a visual store folder, refusing a stale one (see :meth:`GraphStore.load`)."""
-        folder = Path(path)
-        expected = dict(expected_provenance or {})
-        if source_file is not None:
-            expected["source"] = {**expected.get("source", {}), "sha256": sha256_file(source_file)}
-        prov = _check_store(folder, expected, "visual scene graph")
-        return cls(load_tensors(folder / TENSORS_FILE), prov, folder)
 
     def __len__(self) -> int:
         return len(self.image_ids)
