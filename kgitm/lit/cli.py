@@ -59,10 +59,15 @@ class KgitmCLI(LightningCLI):
 
 
 def run_lightning_cli(args: list[str]) -> KgitmCLI:
-    sys.argv = [sys.argv[0], *args]
-    return KgitmCLI(
-        MatchingModule,
-        PrecompDataModule,
-        save_config_kwargs={"overwrite": True},
-        parser_kwargs={"default_env": False},
-    )
+    # LightningCLI reads sys.argv itself; set it for this call only (passing args= as well makes it warn)
+    saved = sys.argv
+    sys.argv = [saved[0], *args]
+    try:
+        return KgitmCLI(
+            MatchingModule,
+            PrecompDataModule,
+            save_config_kwargs={"overwrite": True},
+            parser_kwargs={"default_env": False},
+        )
+    finally:
+        sys.argv = saved
