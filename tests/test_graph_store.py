@@ -349,3 +349,35 @@ def test_real_parser_store_round_trip_and_bad_captions(real_parser, data_root, t
     adj = store.dependency_adjacency(list(range(len(caps))), 32)
     assert torch.equal(adj, adj.transpose(1, 2)) and not adj.diagonal(dim1=1, dim2=2).any()
     shutil.rmtree(out)
+
+
+def test_preprocess_reads_neural_motifs_predictions(tmp_path):
+    """SGM on predicted scene graphs: a Neural-Motifs-style file becomes the split's visual store."""
+    import json
+
+    from kgitm.graphs.preprocess import main as preprocess
+    from kgitm.graphs.store import VisualGraphStore
+
+    pytest.importorskip("kgitm.graphs.text_parser")
+    root = tmp_path / "data"
+    root.mkdir()
+    (root / "test_caps.txt").write_text("a man riding a horse\na dog on a bench\n")
+    preds = [
+        {"image_id": "a", "boxes": [[0, 0, 10, 10], [0, 5, 10, 20]], "labels": ["man", "horse"],
+         "rel_pairs": [[0, 1]], "rel_labels": ["riding"], "rel_scores": [0.9]},
+        {"image_id": "b", "boxes": [[0, 0, 4, 4]], "labels": ["dog"], "rel_pairs": [], "rel_labels": []},
+    ]
+    (root / "test_scene_graphs.json").write_text(json.dumps(preds))
+    try:
+        rc = preprocess(["--data-root", str(root), "--splits", "test", "--out", str(tmp_path / "g"),
+                         "--visual-format", "motifs", "--progress", "false"])
+    except Exception as e:  # the spaCy model is missing on this machine
+        if "spacy" in str(e).lower():
+            pytest.skip(str(e))
+        raise
+    assert rc in (0, None)
+    store = VisualGraphStore.load(tmp_path / "g" / "test" / "visual", source_file=root / "test_scene_graphs.json")
+    g = store[0]
+    assert len(store) == 2 and list(g.labels) == ["man", "horse"]
+    assert [tuple(r) for r in g.relations] == [(0, "riding", 1)]
+    assert len(store[1].relations) == 0

@@ -48,7 +48,7 @@ from tqdm import tqdm
 
 import kgitm
 from kgitm.data.text import tokenize
-from kgitm.graphs.scene_graph_json import SceneGraphFormatError, read_vg_scene_graphs
+from kgitm.graphs.scene_graph_json import SceneGraphFormatError, read_motifs_predictions, read_vg_scene_graphs
 from kgitm.data.precomp import read_captions as precomp_read_captions
 from kgitm.graphs.store import (
     FORMAT_VERSION,
@@ -73,6 +73,11 @@ from kgitm.graphs.types import DependencyGraph, ParsedCaption, SceneGraph
 EXECUTION_OPTIONS = frozenset({"batch_size", "n_process", "mp_start_method"})
 CAPTIONS_FILE = "{split}_caps.txt"
 SCENE_GRAPHS_FILE = "{split}_scene_graphs.json"
+# --visual-format -> (name recorded in the provenance, reader); see kgitm/graphs/scene_graph_json.py
+VISUAL_READERS = {
+    "vg": ("visual_genome_json", read_vg_scene_graphs),
+    "motifs": ("neural_motifs_json", read_motifs_predictions),
+}
 
 
 class CaptionParser(Protocol):
@@ -162,6 +167,7 @@ class PreprocessConfig:
     merge: bool = False
     overwrite: bool = False
     visual_graphs: bool = True
+    visual_format: str = "vg"
     keep_work: bool = False
     progress: bool = True
 
@@ -174,6 +180,8 @@ class PreprocessConfig:
             raise ValueError(f"--shard-index must be in [0, --num-shards={self.num_shards}), got {self.shard_index}")
         if not self.splits:
             raise ValueError("--splits is empty")
+        if self.visual_format not in VISUAL_READERS:
+            raise ValueError(f"--visual-format must be one of {sorted(VISUAL_READERS)}, got {self.visual_format!r}")
 
 
 def _split_config(cfg: PreprocessConfig, split: str, parser_options: dict) -> dict:
@@ -342,13 +350,14 @@ def _visual_split(cfg: PreprocessConfig, data_root: Path, split: str, split_out:
     if not cfg.visual_graphs or not src.exists():
         return None
     vdir = split_out / "visual"
-    expected = {"format_version": FORMAT_VERSION, "reader": "visual_genome_json", "source": {"sha256": sha256_file(src)}}
+    reader_name, reader = VISUAL_READERS[cfg.visual_format]
+    expected = {"format_version": FORMAT_VERSION, "reader": reader_name, "source": {"sha256": sha256_file(src)}}
     state, diffs = _store_state(vdir, expected)
     if state == "current":
         return f"up to date: {vdir}"
     if state == "stale" and not cfg.overwrite:
         raise StaleStoreError(f"visual store {vdir} is stale ({'; '.join(diffs)}); rerun with --overwrite to rebuild it")
-    graphs = read_vg_scene_graphs(src)
+    graphs = reader(src)
     store = VisualGraphStore.build(graphs)
     counts = visual_store_counts(store.tensors)
     expected["source"].update(file=src.name, num_images=len(graphs))
@@ -504,6 +513,9 @@ def build_arg_parser() -> ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="rebuild stores that are stale (otherwise a stale store is an error)")
     p.add_argument("--visual-graphs", type=bool, default=True,
                    help="also build visual graph stores from {split}_scene_graphs.json when present")
+    p.add_argument("--visual-format", type=str, default="vg",
+                   help="format of {split}_scene_graphs.json: vg (Visual Genome-style, e.g. SynthScenes' ground truth) "
+                   "or motifs (Neural-Motifs-style predictions; accepted keys in kgitm/graphs/scene_graph_json.py)")
     p.add_argument("--keep-work", action="store_true", help="keep the chunk folder after the store is assembled")
     p.add_argument("--progress", type=bool, default=True, help="show the progress bar")
     return p
@@ -529,6 +541,7 @@ def parse_config(argv: Sequence[str] | None = None) -> PreprocessConfig:
         merge=bool(ns.merge),
         overwrite=bool(ns.overwrite),
         visual_graphs=bool(ns.visual_graphs),
+        visual_format=str(ns.visual_format),
         keep_work=bool(ns.keep_work),
         progress=bool(ns.progress),
     )
