@@ -1,4 +1,5 @@
-"""End to end through the real CLI and the real configs: fit, resume, test, predict, evaluate."""
+"""End to end through the real CLI and the real configs: fit, resume, test, predict, evaluate, and a
+fit with knowledge whose concept features come from the text encoder."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from kgitm.cli import main
 
@@ -44,7 +46,6 @@ def test_fit_resume_test_predict_evaluate(tiny_synthscenes, tmp_path, capsys, mo
     monkeypatch.chdir(tmp_path)
     out = tmp_path / "run"
     common = _common(tiny_synthscenes, out)
-    import torch
 
     main(["fit", *common, "--trainer.max_epochs", "2"])
     assert (out / "ckpt" / "best.ckpt").exists() and (out / "ckpt" / "last.ckpt").exists()
@@ -97,3 +98,26 @@ def test_help_lists_every_command(capsys):
 
     for name in ["fit", "test", "predict", *COMMANDS]:
         assert name in out
+
+
+def test_fit_with_concept_features_from_the_text_encoder(tiny_synthscenes, tmp_path, monkeypatch):
+    from kgitm.knowledge.builder import main as build_concepts
+    from kgitm.lit.cli import run_lightning_cli
+
+    if not Path(os.environ.get("KGITM_WORDNET_DIR", "/usr/share/wordnet"), "index.noun").exists():
+        pytest.skip("WordNet files not found (apt-get install wordnet-base wordnet-sense-index)")
+    monkeypatch.chdir(tmp_path)
+    build_concepts([str(tiny_synthscenes / "train_caps.txt"), "--name", "synthscenes", "--objects", "20",
+                    "--properties", "5", "--motions", "3", "--no-progress"])
+    out = tmp_path / "run"
+    cli = run_lightning_cli([
+        "fit", *_common(tiny_synthscenes, out),
+        "--model.knowledge", str(REPO / "configs/knowledge/wordnet_text_encoder.yaml"),
+        "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "2", "--trainer.limit_val_batches", "1",
+    ])
+    k, enc = cli.model.knowledge, cli.model.text_encoder
+    assert k.gcn1.in_features == 32 and k.num_unknown_concepts == 0  # concepts come from the training captions
+    feats, known = enc.embed_words(k.concepts)
+    assert known.all() and torch.equal(k.concept_features(), feats)  # still tied to the trained table
+    state = torch.load(out / "ckpt" / "last.ckpt", map_location="cpu", weights_only=False)["state_dict"]
+    assert "knowledge.gcn1.weight" in state and not any(key.startswith("knowledge.") and "embed" in key for key in state)

@@ -1,5 +1,6 @@
 """The knowledge module in the matchers: word->concept assignment against a loop, concept attachment,
-CVSE-style consensus with labels from the caption alone, fused scores, block-wise parity."""
+CVSE-style consensus with labels from the caption alone, fused scores, block-wise parity, and node
+features from the text encoder's word embeddings against a hand-computed mean."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import json
 import pytest
 import torch
 
+from kgitm.encoders.text import BiGRUTextEncoder
 from kgitm.eval.similarity import compute_similarity
 from kgitm.knowledge import NoKnowledge
 from kgitm.knowledge.module import KnowledgeFusedMatcher, KnowledgeModule
@@ -121,3 +123,82 @@ def test_propagation_keeps_a_self_share_and_isolated_concepts_intact():
     assert torch.equal(A[3], torch.eye(5)[3]) and torch.equal(A[4], torch.eye(5)[4])
     with pytest.raises(ValueError, match="self_weight"):
         KnowledgeModule(Star(vocabulary=VOCAB), self_weight=1.5)
+
+
+# ---- node features from the text encoder's word embeddings ------------------------------------
+
+WORDS_IDS = ["<pad>", "<unk>", "dog", "hot", "ride", "red", "car", "man"]  # id order, as the data module links them
+CONCEPTS = ["dog", "hot_dog", "zebra", "zebra_car", "ride"]  # multi-word, unknown, partly unknown
+
+
+def _text_bound(caplog=None) -> tuple[KnowledgeModule, BiGRUTextEncoder]:
+    torch.manual_seed(0)
+    enc = BiGRUTextEncoder(len(WORDS_IDS), word_dim=6, embed_dim=D, vocab_words=WORDS_IDS)
+    k = KnowledgeModule(NoKnowledge(vocabulary=CONCEPTS), node_features="text_encoder", hidden_dim=12)
+    k.bind(D, text_encoder=enc)
+    return k, enc
+
+
+def test_text_encoder_features_are_the_mean_of_the_name_tokens_rows(caplog):
+    with caplog.at_level("WARNING", logger="kgitm.knowledge.module"):
+        k, enc = _text_bound()
+    E, idx = enc.embed.weight, {w: i for i, w in enumerate(WORDS_IDS)}
+    ref = torch.stack([
+        E[idx["dog"]],
+        (E[idx["hot"]] + E[idx["dog"]]) / 2,
+        k.unknown_embedding.weight[0],  # "zebra": no known token -> its learned vector
+        E[idx["car"]],  # "zebra_car": the known token only
+        E[idx["ride"]],
+    ])
+    assert torch.allclose(k.concept_features(), ref)
+    assert k.gcn1.in_features == 6  # the GCN's first layer maps the encoder's word size
+    assert k.unknown_concepts == ["zebra"] and k.num_unknown_concepts == 1
+    assert "1 of 5 concept names" in caplog.text and "zebra" in caplog.text
+    feats, known = enc.embed_words(CONCEPTS)
+    assert known.tolist() == [True, True, False, True, True] and torch.all(feats[2] == 0)
+
+
+def test_text_encoder_features_train_with_the_encoder_embedding_table():
+    k, enc = _text_bound()
+    target = torch.randn(len(CONCEPTS), D, generator=torch.Generator().manual_seed(2))
+    (k.concept_embeddings() * target).sum().backward()
+    grad = enc.embed.weight.grad
+    used = [WORDS_IDS.index(w) for w in ("dog", "hot", "ride", "car")]
+    assert torch.all(grad[used].abs().sum(-1) > 0)
+    unused = [i for i in range(len(WORDS_IDS)) if i not in used]  # padding, unknown, red, man
+    assert torch.all(grad[unused] == 0)
+    assert k.unknown_embedding.weight.grad.abs().sum() > 0
+    with torch.no_grad():  # tied, not copied: a changed table changes the concept features
+        enc.embed.weight[WORDS_IDS.index("dog")] += 1.0
+    assert torch.allclose(k.concept_features()[0], enc.embed.weight[WORDS_IDS.index("dog")])
+    # the encoder is not registered inside the knowledge module: its table is saved and trained once
+    assert not any(p is enc.embed.weight for p in k.parameters())
+
+
+def test_text_encoder_features_need_the_encoder_and_its_words():
+    k = KnowledgeModule(NoKnowledge(vocabulary=CONCEPTS), node_features="text_encoder")
+    with pytest.raises(ValueError, match="needs a text encoder"):
+        k.bind(D)
+    with pytest.raises(ValueError, match="vocab_words"):
+        k.bind(D, text_encoder=BiGRUTextEncoder(len(WORDS_IDS), word_dim=6, embed_dim=D))
+    with pytest.raises(ValueError, match="vocab_size"):
+        BiGRUTextEncoder(3, vocab_words=WORDS_IDS)
+
+
+def test_text_encoder_features_from_the_transformer_average_sub_word_pieces():
+    from kgitm.encoders.text import TransformerTextEncoder, resolve_pretrained
+
+    try:
+        resolve_pretrained("all-MiniLM-L6-v2")
+    except RuntimeError as e:
+        pytest.skip(str(e))
+    enc = TransformerTextEncoder(model="all-MiniLM-L6-v2", embed_dim=D)
+    concepts = ["hippopotamus", "hot_dog", "dog"]
+    k = KnowledgeModule(NoKnowledge(vocabulary=concepts), node_features="text_encoder", hidden_dim=12)
+    k.bind(D, text_encoder=enc)
+    table = enc.model.get_input_embeddings().weight
+    for c, got in zip(concepts, k.concept_features()):
+        ids = enc.tokenizer(c.replace("_", " "), add_special_tokens=False)["input_ids"]
+        assert c != "hippopotamus" or len(ids) > 1  # a real sub-word split
+        assert torch.allclose(got, table[ids].mean(0), atol=1e-6), c
+    assert k.num_unknown_concepts == 0 and k.gcn1.in_features == enc.word_dim

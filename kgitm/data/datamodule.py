@@ -232,6 +232,11 @@ class PrecompDataModule(L.LightningDataModule):
         return len(self.vocab)
 
     @property
+    def vocab_words(self) -> list[str]:
+        """The vocabulary's words in id order (padding and unknown first)."""
+        return list(self.vocab.itos)
+
+    @property
     def feature_dim(self) -> int:
         return self.open_split(self.hparams.train_split).feature_dim
 

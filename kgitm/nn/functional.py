@@ -28,3 +28,17 @@ def masked_softmax(logits: Tensor, mask: Tensor, dim: int) -> Tensor:
     logits = logits.masked_fill(~mask, neg)
     out = torch.softmax(logits, dim=dim)
     return out * mask.to(out.dtype)
+
+
+def segment_mean(x: Tensor, segment: Tensor, num_segments: int) -> Tensor:
+    """Mean of the rows of ``x`` that share a segment id (e.g. sub-word pieces -> words); rows with a
+    negative id are left out and an empty segment gives zeros.
+
+    Shapes:
+        x: ``(N, D)``; segment: ``(N,)`` long; output: ``(S, D)`` with ``S = num_segments``.
+    """
+    keep = segment >= 0
+    x, segment = x[keep], segment[keep]
+    total = x.new_zeros(num_segments, x.shape[-1]).index_add(0, segment, x)
+    count = torch.bincount(segment, minlength=num_segments).clamp_min(1).to(x.dtype)
+    return total / count.unsqueeze(-1)
