@@ -2,8 +2,8 @@
 
 Times :func:`kgitm.eval.similarity.compute_similarity` (blocks of image x caption pairs sized from a
 memory budget) for SCAN t2i, SCAN i2t, GSMN sparse and GSMN dense against a loop written like the
-public code (SCAN's ``shard_xattn``: caption shards of 128, then each caption against all images at
-once), checks that both give the same numbers on the captions the loop covered, and records the peak
+public code (SCAN's and GSMN's ``shard_xattn``: image shards of 128 x caption shards of 128, then
+inside each shard a Python loop over its captions, each against all images of the shard at once), checks that both give the same numbers on the captions the loop covered, and records the peak
 resident memory. When the loop would take too long it runs on the first ``--loop-captions``
 captions and its full time is extrapolated (flagged as such in the table and the JSON).
 
@@ -39,7 +39,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from kgitm.eval.similarity import compute_similarity, plan_blocks  # noqa: E402
+from kgitm.eval.similarity import compute_similarity, last_level_cache_mb, plan_blocks  # noqa: E402
 from kgitm.matchers.base import EncodedCaptions, EncodedImages, Matcher  # noqa: E402
 from kgitm.matchers.gsmn import GSMNMatcher  # noqa: E402
 from kgitm.matchers.scan import SCANMatcher  # noqa: E402
@@ -138,15 +138,23 @@ def _func_attention(query, context, smooth, eps=1e-8):
     return torch.bmm(attn, context), attn  # weighted context (n, queryL, d)
 
 
+def _shards(n: int, ks: range, shard: int):
+    """``shard_xattn``'s tiling: image shards x caption shards of ``shard`` items each."""
+    for i0 in range(0, n, shard):
+        for c0 in range(ks.start, ks.stop, shard):
+            yield slice(i0, min(i0 + shard, n)), range(c0, min(c0 + shard, ks.stop))
+
+
 def loop_scan(matcher: SCANMatcher, images: EncodedImages, captions: EncodedCaptions, ks: range, shard: int):
     """``shard_xattn`` + ``xattn_score_t2i/i2t``: every region of every image is valid."""
-    img = images.features
-    n = img.shape[0]
+    n = images.features.shape[0]
     lengths = captions.mask.sum(1)
-    columns = []
-    for start in range(ks.start, ks.stop, shard):
-        for k in range(start, min(start + shard, ks.stop)):
-            cap = captions.features[k, : int(lengths[k])].unsqueeze(0).repeat(n, 1, 1)  # (n, L_k, d)
+    out = torch.empty(n, len(ks))
+    for rows, caps in _shards(n, ks, shard):
+        img = images.features[rows]
+        ni = img.shape[0]
+        for k in caps:
+            cap = captions.features[k, : int(lengths[k])].unsqueeze(0).repeat(ni, 1, 1)  # (n, L_k, d)
             if matcher.direction == "t2i":
                 context, _ = _func_attention(cap, img, matcher.lambda_softmax)
                 row = _cosine(cap, context, dim=2)
@@ -157,8 +165,8 @@ def loop_scan(matcher: SCANMatcher, images: EncodedImages, captions: EncodedCapt
                 row = torch.log(torch.exp(row * matcher.lambda_lse).sum(1)) / matcher.lambda_lse
             else:
                 row = row.mean(1)
-            columns.append(row)
-    return torch.stack(columns, 1)
+            out[rows, k - ks.start] = row
+    return out
 
 
 def _blocks(x: torch.Tensor, nb: int) -> torch.Tensor:
@@ -167,19 +175,21 @@ def _blocks(x: torch.Tensor, nb: int) -> torch.Tensor:
 
 def loop_gsmn(matcher: GSMNMatcher, images: EncodedImages, captions: EncodedCaptions, ks: range, shard: int):
     """GSMN's ``TextualGraph.forward`` + ``VisualGraph.forward`` per caption (with the paper's
-    neighbour propagation): every region valid, each caption against all images at once."""
-    img, boxes = images.features, images.boxes
-    n, r, _ = img.shape
+    neighbour propagation) inside ``shard_xattn``'s shards: every region valid, each caption against
+    all images of its shard at once."""
+    n, r, _ = images.features.shape
     nb, kk = matcher.num_blocks, matcher.num_kernels
     lengths = captions.mask.sum(1)
-    kernel = matcher.visual_kernel_weights(boxes, images.mask)  # (n, R, K, R), per image, own boxes
     hk = matcher.visual_conv.out_features // kk
-    columns = []
-    for start in range(ks.start, ks.stop, shard):
-        for k in range(start, min(start + shard, ks.stop)):
+    out = torch.empty(n, len(ks))
+    for rows, caps in _shards(n, ks, shard):
+        img = images.features[rows]
+        ni = img.shape[0]
+        kernel = matcher.visual_kernel_weights(images.boxes[rows], images.mask[rows])  # (n, R, K, R), own boxes
+        for k in caps:
             lk = int(lengths[k])
             cap_i = captions.features[k, :lk].unsqueeze(0)
-            cap = cap_i.repeat(n, 1, 1)
+            cap = cap_i.repeat(ni, 1, 1)
             # textual graph of this caption
             mask = captions.mask[k : k + 1, :lk]
             adj = None if captions.adjacency is None else captions.adjacency[k : k + 1, :lk, :lk]
@@ -192,11 +202,11 @@ def loop_gsmn(matcher: GSMNMatcher, images: EncodedImages, captions: EncodedCapt
             # i2t node-level matching and propagation over the visual graph
             context, _ = _func_attention(img, cap, matcher.lambda_attention)
             x_v = _cosine(_blocks(img, nb), _blocks(context, nb), dim=-1)  # (n, R, B)
-            y = matcher.visual_conv(x_v).view(n, r, kk, hk)
-            h_v = torch.einsum("nikj,njkh->nikh", kernel, y).reshape(n, r, -1)
+            y = matcher.visual_conv(x_v).view(ni, r, kk, hk)
+            h_v = torch.einsum("nikj,njkh->nikh", kernel, y).reshape(ni, r, -1)
             i2t = matcher.visual_mlp(h_v).squeeze(-1).mean(1)
-            columns.append(t2i + i2t)
-    return torch.stack(columns, 1)
+            out[rows, k - ks.start] = t2i + i2t
+    return out
 
 
 # ------------------------------------------------------------------------------------------ timing
@@ -235,14 +245,23 @@ def bench_method(name, images, captions, args, device) -> tuple[dict, torch.Tens
     matcher = make_matcher(name, args.seed).to(device).eval()
     n, m = len(images), len(captions)
     pair_bytes = matcher.pair_memory_bytes(images, captions)
-    ib, cb = plan_blocks(pair_bytes, n, m, memory_budget_mb=args.memory_budget_mb)
+    budget = args.memory_budget_mb
+    if device.type == "cpu":
+        budget = min(budget, last_level_cache_mb() if args.cpu_block_mb is None else args.cpu_block_mb)
+    ib, cb = plan_blocks(pair_bytes, n, m, memory_budget_mb=budget)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     sync(device)
     with PeakRSS() as rss:
         t0 = time.perf_counter()
         sims = compute_similarity(
-            matcher, images, captions, memory_budget_mb=args.memory_budget_mb, progress=args.progress
+            matcher,
+            images,
+            captions,
+            memory_budget_mb=args.memory_budget_mb,
+            cpu_block_mb=args.cpu_block_mb,
+            trim_padding=not args.no_trim,
+            progress=args.progress,
         )
         sync(device)
         vec_time = time.perf_counter() - t0
@@ -294,10 +313,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--scale-down", type=float, default=1.0, help="divide --images and --captions by this")
     p.add_argument("--methods", default=",".join(METHODS), help=f"comma-separated subset of {','.join(METHODS)}")
     p.add_argument("--memory-budget-mb", type=float, default=1024.0, help="activation budget of one block (MiB)")
+    p.add_argument("--cpu-block-mb", type=float, default=None,
+                   help="on the CPU, the largest block in MiB (default: the last-level cache size)")
+    p.add_argument("--no-trim", action="store_true",
+                   help="keep every block padded to the full width (default: longest first, padding trimmed)")
     p.add_argument("--loop-captions", type=int, default=256,
                    help="captions the per-caption loop runs on; its full time is extrapolated (default 256; "
                         "-1 runs all captions, 0 skips the loop)")
-    p.add_argument("--shard", type=int, default=128, help="caption shard size of the loop (default 128)")
+    p.add_argument("--shard", type=int, default=128, help="image and caption shard size of the loop (default 128, as shard_xattn)")
     p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: all usable cores)")
     p.add_argument("--npz", type=Path, default=None, help="read encoded inputs from this .npz instead of random ones")
@@ -336,7 +359,9 @@ def main(argv: list[str] | None = None) -> int:
     load_after = os.getloadavg()
 
     header = (f"inputs {source}: {n} images x {m} captions, R={r}, L<={l}, D={d}; device {device}, "
-              f"{threads} threads; block budget {args.memory_budget_mb:g} MiB; "
+              f"{threads} threads; block budget {args.memory_budget_mb:g} MiB"
+              + (f", CPU blocks <= {args.cpu_block_mb or last_level_cache_mb():g} MiB" if device.type == "cpu" else "")
+              + f"; padding {'kept' if args.no_trim else 'trimmed'}; "
               f"load average before/after {load_before[0]:.2f}/{load_after[0]:.2f} on {os.cpu_count()} cores")
     print(header)
     cols = ("method", "vectorised s", "blocks", "peak RSS MB", "loop s (full)", "speedup", "max |diff|")

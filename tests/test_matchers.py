@@ -396,10 +396,58 @@ def test_blocks_respect_the_memory_budget(matcher):
         torch.testing.assert_close(got, matcher(images, captions), atol=TOL, rtol=0)
 
 
+class _WidthRecorder(_Recorder):
+    def __init__(self, inner):
+        super().__init__(inner)
+        self.widths = []
+
+    def forward(self, images, captions):
+        self.widths.append((images.mask.shape[1], captions.mask.shape[1], images.mask, captions.mask))
+        return super().forward(images, captions)
+
+
+@pytest.mark.parametrize("matcher", all_matchers(), ids=lambda m: repr(m).replace("\n", "")[:60])
+def test_trimmed_length_sorted_blocks_equal_untrimmed(matcher):
+    """Visiting items longest first with each block cut to its longest item changes no score, and
+    the blocks really are narrower than the padded arrays."""
+    images = make_images(9, 10, 16, seed=31)
+    captions = make_captions(23, 12, 16, seed=32)
+    rec = _WidthRecorder(matcher)
+    trimmed = compute_similarity(rec, images, captions, image_block=3, caption_block=5)
+    plain = compute_similarity(matcher, images, captions, image_block=3, caption_block=5, trim_padding=False)
+    with torch.no_grad():
+        whole = matcher(images, captions)
+    torch.testing.assert_close(trimmed, plain, atol=TOL, rtol=0)
+    torch.testing.assert_close(trimmed, whole, atol=TOL, rtol=0)
+    assert min(r for r, _, _, _ in rec.widths) < 10 and min(l for _, l, _, _ in rec.widths) < 12
+    for r, l, image_mask, caption_mask in rec.widths:  # each block keeps its longest item whole
+        assert image_mask[:, -1].any() and caption_mask[:, -1].any()
+
+
+def test_cpu_blocks_are_capped_by_cpu_block_mb():
+    matcher = scan(SCAN_SETTINGS[0])
+    images = make_images(13, 6, 16, seed=41)
+    captions = make_captions(17, 8, 16, seed=42)
+    pair = matcher.pair_memory_bytes(images, captions)
+    rec = _Recorder(matcher)
+    got = compute_similarity(rec, images, captions, memory_budget_mb=1024, cpu_block_mb=30 * pair / 2**20)
+    assert all(n * m <= 30 for n, m in rec.shapes) and len(rec.shapes) > 1
+    with torch.no_grad():
+        torch.testing.assert_close(got, matcher(images, captions), atol=TOL, rtol=0)
+
+
+def test_last_level_cache_size_is_positive():
+    from kgitm.eval.similarity import last_level_cache_mb
+
+    assert last_level_cache_mb() > 0
+
+
 def test_plan_blocks():
     assert plan_blocks(100, 1000, 5000, memory_budget_mb=100 * 400 / 2**20) == (20, 20)
     assert plan_blocks(100, 10, 5000, memory_budget_mb=100 * 400 / 2**20) == (10, 40)
-    assert plan_blocks(100, 1000, 30, memory_budget_mb=100 * 400 / 2**20) == (40, 10)  # 75 blocks, not 100
+    # 1000 x 30 in 400-pair blocks: fewest is 75 blocks (40 x 10); 26 x 15 takes 78 (within 10%) and is squarer
+    assert plan_blocks(100, 1000, 30, memory_budget_mb=100 * 400 / 2**20) == (26, 15)
+    assert plan_blocks(100, 5000, 5000, memory_budget_mb=100 * 236 / 2**20) == (15, 15)  # not 1 x 236
     assert plan_blocks(10**9, 5, 5, memory_budget_mb=1) == (1, 1)  # at least one pair
     assert plan_blocks(100, 50, 60, image_block=7, caption_block=500) == (7, 60)
 
