@@ -49,7 +49,9 @@ def test_shortlist_miss_is_ranked_after_candidates():
     coarse = torch.tensor([[0.1, 0.9], [0.8, 0.2]])
     expensive = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
     # k = 1: image 0's shortlist is caption 1 (ground truth missed), image 1's is caption 0 (missed).
-    res = two_stage_metrics(coarse, CountingRerank(expensive), k_images=1, k_captions=1, captions_per_image=1)
+    res = two_stage_metrics(
+        coarse, CountingRerank(expensive), k_images=1, k_captions=1, captions_per_image=1, share_candidates=False
+    )
     assert res["i2t_r1"] == 0.0 and res["i2t_medr"] == 2.0
     assert res["t2i_r1"] == 0.0
     # k = 2 covers everything: the expensive model's perfect ranking
@@ -63,14 +65,33 @@ def test_candidates_ordered_by_expensive_rest_by_coarse():
         [[0.5, 0.0, 0.9, 0.8, 0.7, 0.6], [0.0] * 6, [0.0] * 6]
     )
     expensive = torch.tensor([[5.0, 9.0, -3.0, 4.0, 2.0, 8.0], [0.0] * 6, [0.0] * 6])
-    res = two_stage_similarity(coarse, CountingRerank(expensive), k_images=1, k_captions=3)
+    res = two_stage_similarity(coarse, CountingRerank(expensive), k_images=1, k_captions=3, share_candidates=False)
     row = res.i2t[0]
     # shortlist {2, 3, 4} re-ranked by the expensive score: 3 (4.0) > 4 (2.0) > 2 (-3.0); then the
     # rest by the coarse score: 5 (0.6) > 0 (0.5) > 1 (0.0), although caption 1 scores 9 expensively
     order = torch.sort(row, descending=True, stable=True).indices.tolist()
     assert order == [3, 4, 2, 5, 0, 1]
-    metrics = two_stage_metrics(coarse, CountingRerank(expensive), k_images=1, k_captions=3, captions_per_image=2)
+    metrics = two_stage_metrics(
+        coarse, CountingRerank(expensive), k_images=1, k_captions=3, captions_per_image=2, share_candidates=False
+    )
     assert metrics["i2t_r1"] == 0.0  # image 0's best ground truth (caption 0) ranks 5th
+    # shared candidates: image 0 is every caption's coarse best image (k_images=1), so all six pairs
+    # of its row were scored and its ranking is the expensive one: caption 1 (9.0) first
+    shared = two_stage_similarity(coarse, CountingRerank(expensive), k_images=1, k_captions=3)
+    assert torch.sort(shared.i2t[0], descending=True, stable=True).indices.tolist() == [1, 5, 0, 3, 4, 2]
+
+
+def test_shared_candidates_fix_a_hub_miss():
+    # caption 1 belongs to image 1, but the coarse model puts hub image 0 first for every caption;
+    # image 1's own shortlist (k_captions=1) holds caption 1, so sharing rescues the t2i query.
+    coarse = torch.tensor([[0.9, 0.9], [0.1, 0.5]])
+    expensive = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    alone = two_stage_metrics(
+        coarse, CountingRerank(expensive), k_images=1, k_captions=1, captions_per_image=1, share_candidates=False
+    )
+    shared = two_stage_metrics(coarse, CountingRerank(expensive), k_images=1, k_captions=1, captions_per_image=1)
+    assert alone["t2i_r1"] == 50.0 and shared["t2i_r1"] == 100.0
+    assert alone["matcher_pairs"] == shared["matcher_pairs"] == 3
 
 
 def test_pair_count_is_union_of_both_shortlists():
@@ -118,29 +139,42 @@ def test_bad_rerank_shape_is_reported():
         two_stage_similarity(coarse, lambda i, c: torch.full((len(i), len(c)), float("nan")), k_images=1, k_captions=2)
 
 
-def _naive_ranks(coarse: torch.Tensor, expensive: torch.Tensor, k_img: int, k_cap: int, k: int) -> tuple[list[int], list[int]]:
+def _naive_ranks(
+    coarse: torch.Tensor, expensive: torch.Tensor, k_img: int, k_cap: int, k: int, share: bool
+) -> tuple[list[int], list[int]]:
     """The two-stage ranking spelled out query by query (stable sorts, lower index first on ties)."""
     n, m = coarse.shape
 
-    def rank_of(gts: list[int], coarse_row: list[float], exp_row: list[float], top: int) -> int:
+    def top(values: list[float], size: int) -> set[int]:
+        return set(sorted(range(len(values)), key=lambda j: -values[j])[:size])  # stable
+
+    row_top = [top(coarse[i].tolist(), k_cap) for i in range(n)]  # captions per image
+    col_top = [top(coarse[:, j].tolist(), k_img) for j in range(m)]  # images per caption
+
+    def rank_of(gts: list[int], coarse_row: list[float], exp_row: list[float], shortlist: set[int]) -> int:
         order = sorted(range(len(coarse_row)), key=lambda j: -coarse_row[j])  # stable
-        shortlist = sorted(order[:top], key=lambda j: -exp_row[j])
-        rest = sorted(order[top:], key=lambda j: -coarse_row[j])
-        final = shortlist + rest
+        final = sorted([j for j in order if j in shortlist], key=lambda j: -exp_row[j])
+        final += [j for j in order if j not in shortlist]
         return min(final.index(g) for g in gts)
 
-    i2t = [rank_of(list(range(k * i, k * i + k)), coarse[i].tolist(), expensive[i].tolist(), k_cap) for i in range(n)]
-    t2i = [rank_of([j // k], coarse[:, j].tolist(), expensive[:, j].tolist(), k_img) for j in range(m)]
+    i2t, t2i = [], []
+    for i in range(n):
+        shortlist = row_top[i] | ({j for j in range(m) if i in col_top[j]} if share else set())
+        i2t.append(rank_of(list(range(k * i, k * i + k)), coarse[i].tolist(), expensive[i].tolist(), shortlist))
+    for j in range(m):
+        shortlist = col_top[j] | ({i for i in range(n) if j in row_top[i]} if share else set())
+        t2i.append(rank_of([j // k], coarse[:, j].tolist(), expensive[:, j].tolist(), shortlist))
     return i2t, t2i
 
 
+@pytest.mark.parametrize("share", [False, True])
 @pytest.mark.parametrize("k_img,k_cap", [(1, 1), (2, 7), (4, 3), (6, 30)])
-def test_matches_naive_per_query_reranking(k_img, k_cap):
+def test_matches_naive_per_query_reranking(k_img, k_cap, share):
     from kgitm.eval.metrics import recall_metrics
 
     coarse, expensive = _random(6, 5, seed=4)
-    i2t, t2i = _naive_ranks(coarse, expensive, k_img, k_cap, 5)
-    got = two_stage_metrics(coarse, CountingRerank(expensive), k_images=k_img, k_captions=k_cap)
+    i2t, t2i = _naive_ranks(coarse, expensive, k_img, k_cap, 5, share)
+    got = two_stage_metrics(coarse, CountingRerank(expensive), k_images=k_img, k_captions=k_cap, share_candidates=share)
     want = recall_metrics(torch.tensor(i2t).numpy(), torch.tensor(t2i).numpy())
     for key, value in want.items():
         assert got[key] == pytest.approx(value), key

@@ -14,7 +14,11 @@ The two directions need different shortlists:
 The expensive matcher scores the *union* of both candidate sets once, grouped by image: for each
 block of images, one call on the union of the captions any of those images needs. Each direction
 then gets its own matrix in which the candidates keep their expensive score and every other pair
-keeps its coarse score shifted below all re-ranked scores, so a query's ranking is: its re-ranked
+keeps its coarse score shifted below all re-ranked scores. With ``share_candidates`` (the default) a
+pair scored for either direction is a candidate of both: an image that is not among a caption's
+``k_images`` best can still reach that caption's shortlist because the caption is among the image's
+``k_captions`` best. This costs no extra matcher evaluation and protects text-to-image queries from
+hub images, which crowd the per-caption shortlists of a global-embedding model, so a query's ranking is: its re-ranked
 candidates (ordered by the expensive score), then the rest (ordered by the coarse score). Ranks and
 metrics are exactly those of :mod:`kgitm.eval.metrics` (same tie rule).
 
@@ -99,6 +103,7 @@ def two_stage_similarity(
     k_images: int,
     k_captions: int,
     image_block: int = 1,
+    share_candidates: bool = True,
 ) -> TwoStageScores:
     """Re-rank the coarse shortlists of both directions with an expensive matcher.
 
@@ -112,6 +117,8 @@ def two_stage_similarity(
         image_block: images per matcher call (default ``1``: the matcher scores exactly the
             candidate pairs; larger blocks make fewer, larger calls that also score some
             non-candidate pairs, which are discarded and counted in ``scored_pairs``).
+        share_candidates: re-rank each query over every scored pair of it, from either shortlist
+            (default ``True``); ``False`` keeps each direction to its own shortlist.
 
     Returns:
         :class:`TwoStageScores`.
@@ -162,6 +169,8 @@ def two_stage_similarity(
     floor = float(val_t.min())
     base = _shifted_coarse(coarse, floor)
     out = {}
+    if share_candidates:
+        i2t_mask = t2i_mask = candidates
     for name, mask in (("i2t", i2t_mask), ("t2i", t2i_mask)):
         mat = base.clone()
         sel = mask[row_t, col_t]
@@ -199,6 +208,7 @@ def two_stage_metrics(
     protocol: Protocol = "single",
     fold_images: int = 1000,
     image_block: int = 1,
+    share_candidates: bool = True,
 ) -> dict[str, Any]:
     """Retrieval metrics of two-stage retrieval, with the matcher's work.
 
@@ -217,6 +227,7 @@ def two_stage_metrics(
             :func:`kgitm.eval.metrics.evaluate_retrieval`).
         fold_images: images per fold for ``"coco1k"`` (default ``1000``).
         image_block: images per matcher call (see :func:`two_stage_similarity`).
+        share_candidates: see :func:`two_stage_similarity` (default ``True``).
 
     Returns:
         The keys of :func:`kgitm.eval.metrics.evaluate_retrieval` (``"folds"`` for ``coco1k``), plus
@@ -250,7 +261,12 @@ def two_stage_metrics(
             return rerank(image_idx + i0, caption_idx + k * i0)
 
         res = two_stage_similarity(
-            sub, fold_rerank, k_images=k_images, k_captions=k_captions, image_block=image_block
+            sub,
+            fold_rerank,
+            k_images=k_images,
+            k_captions=k_captions,
+            image_block=image_block,
+            share_candidates=share_candidates,
         )
         folds.append(scores_metrics(res, k))
         matcher_pairs += res.matcher_pairs
