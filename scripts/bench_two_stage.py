@@ -6,9 +6,15 @@ encoding path), and compares:
 
 - exhaustive: the expensive matcher on every image-caption pair (timed);
 - coarse: the VSE++ matrix alone (timed);
-- two-stage for each ``k`` in ``--ks``: the expensive matcher re-scores the top ``k`` captions of
-  every image (image-to-text) and the top ``k`` images of every caption (text-to-image) of the
-  coarse ranking (:mod:`kgitm.eval.two_stage`); time = coarse matrix + shortlists + re-ranking.
+- two-stage for each ``k`` in ``--ks``: the expensive matcher re-scores the top ``k`` images of
+  every caption (text-to-image) and the top ``round(k * --caption-scale)`` captions of every image
+  (image-to-text) of the coarse ranking (:mod:`kgitm.eval.two_stage`), and every scored pair serves
+  both directions (``--no-share`` turns that off); time = coarse matrices + shortlists + re-ranking.
+
+``--coarse`` may be given several times: the coarse matrix is then the mean of the coarse models'
+matrices (:func:`kgitm.eval.ensemble.average_similarity`, the ensemble command's mean). Global
+embeddings are cheap, and models that disagree miss different true items, so their mean shortlists
+better than any one of them.
 
 The table gives, per ``k``: distinct pairs the matcher scored, pairs it evaluated (with
 ``--image-block > 1`` some block fill is scored and discarded), the reduction factor
@@ -45,6 +51,7 @@ from lightning.fabric.utilities.apply_func import move_data_to_device
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from kgitm.data.datamodule import PrecompDataModule  # noqa: E402
+from kgitm.eval.ensemble import average_similarity  # noqa: E402
 from kgitm.eval.metrics import evaluate_retrieval  # noqa: E402
 from kgitm.eval.report import write_json  # noqa: E402
 from kgitm.eval.similarity import compute_similarity  # noqa: E402
@@ -117,9 +124,14 @@ def _timed(fn, device: torch.device) -> tuple[Any, float]:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--coarse", nargs=2, required=True, metavar=("CONFIG", "CKPT"), help="the fast global-embedding run (VSE++)")
+    p.add_argument("--coarse", nargs=2, required=True, action="append", metavar=("CONFIG", "CKPT"),
+                   help="a fast global-embedding run (VSE++); repeat it to shortlist with the mean of several")
     p.add_argument("--expensive", nargs=2, required=True, metavar=("CONFIG", "CKPT"), help="the expensive matcher run (SCAN, GSMN, SGM)")
     p.add_argument("--ks", nargs="+", type=int, default=[5, 10, 20, 50], metavar="K", help="shortlist lengths: captions per image and images per caption (default: 5 10 20 50)")
+    p.add_argument("--caption-scale", type=float, default=1.0, metavar="S",
+                   help="captions re-ranked per image = round(S x k), at least 1 (default 1)")
+    p.add_argument("--no-share", action="store_true",
+                   help="re-rank each direction over its own shortlist only (default: every scored pair serves both)")
     p.add_argument("--image-block", type=int, default=1, metavar="B", help="images per re-ranking call (default 1: exactly the candidate pairs are scored)")
     p.add_argument("--rsum-tolerance", type=float, default=1.0, help="RSUM criterion: |RSUM - exhaustive RSUM| <= this (default: 1.0)")
     p.add_argument("--min-reduction", type=float, default=10.0, help="reduction goal in matcher evaluations (default: 10)")
@@ -142,46 +154,69 @@ def main(argv: list[str]) -> int:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
 
-    coarse, coarse_dm = load_run(*args.coarse, extra, device)
+    coarse_runs = [load_run(*run, extra, device) for run in args.coarse]
     expensive, expensive_dm = load_run(*args.expensive, extra, device)
     k = int(expensive_dm.hparams.captions_per_image)
-    if (coarse_dm.root, coarse_dm.hparams.test_split) != (expensive_dm.root, expensive_dm.hparams.test_split):
-        raise SystemExit(
-            f"bench_two_stage: the runs read different test data ({coarse_dm.root}/{coarse_dm.hparams.test_split} vs "
-            f"{expensive_dm.root}/{expensive_dm.hparams.test_split}); point both at the same --data.root"
-        )
+    for (_, coarse_dm), (config, _) in zip(coarse_runs, args.coarse):
+        if (coarse_dm.root, coarse_dm.hparams.test_split) != (expensive_dm.root, expensive_dm.hparams.test_split):
+            raise SystemExit(
+                f"bench_two_stage: {config} reads other test data ({coarse_dm.root}/{coarse_dm.hparams.test_split} vs "
+                f"{expensive_dm.root}/{expensive_dm.hparams.test_split}); point all runs at the same --data.root"
+            )
 
-    (c_img, c_cap), coarse_encode_s = _timed(lambda: encode_test(coarse, coarse_dm, device), device)
+    coarse_enc, coarse_encode_s = _timed(lambda: [encode_test(model, dm, device) for model, dm in coarse_runs], device)
     (e_img, e_cap), expensive_encode_s = _timed(lambda: encode_test(expensive, expensive_dm, device), device)
     n, m = len(e_img), len(e_cap)
-    if (len(c_img), len(c_cap)) != (n, m):
-        raise SystemExit(f"bench_two_stage: coarse encodes {len(c_img)}x{len(c_cap)}, expensive {n}x{m}; use the same test split")
+    for (c_img, c_cap), (config, _) in zip(coarse_enc, args.coarse):
+        if (len(c_img), len(c_cap)) != (n, m):
+            raise SystemExit(f"bench_two_stage: {config} encodes {len(c_img)}x{len(c_cap)}, expensive {n}x{m}; use the same test split")
 
     budget = args.memory_budget_mb
     # the module's scorer when it has one (matcher fused with a knowledge consensus), else its matcher
-    coarse_matcher = getattr(coarse, "scorer", coarse.matcher)
     expensive_matcher = getattr(expensive, "scorer", expensive.matcher)
     exhaustive_sims, exhaustive_s = _timed(
         lambda: compute_similarity(expensive_matcher, e_img, e_cap, memory_budget_mb=budget), device
     )
     exhaustive = evaluate_retrieval(exhaustive_sims.numpy(), k)
-    coarse_sims, coarse_s = _timed(lambda: compute_similarity(coarse_matcher, c_img, c_cap, memory_budget_mb=budget), device)
+    def coarse_matrix() -> torch.Tensor:
+        sims = [
+            compute_similarity(getattr(model, "scorer", model.matcher), c_img, c_cap, memory_budget_mb=budget).numpy()
+            for (model, _), (c_img, c_cap) in zip(coarse_runs, coarse_enc)
+        ]
+        return torch.from_numpy(sims[0] if len(sims) == 1 else average_similarity(sims))
+
+    coarse_sims, coarse_s = _timed(coarse_matrix, device)
     coarse_res = evaluate_retrieval(coarse_sims.numpy(), k)
 
     def rerank(image_idx: torch.Tensor, caption_idx: torch.Tensor) -> torch.Tensor:
         return compute_similarity(expensive_matcher, e_img.index(image_idx), e_cap.index(caption_idx), memory_budget_mb=budget)
 
+    scale = args.caption_scale
+    if scale <= 0:
+        raise SystemExit(f"bench_two_stage: --caption-scale must be positive, got {scale}")
+
+    def captions_per_image(kk: int) -> int:
+        return max(1, round(kk * scale))
+
     rows = []
     for kk in args.ks:
         scores, rerank_s = _timed(
-            lambda: two_stage_similarity(coarse_sims, rerank, k_images=kk, k_captions=kk, image_block=args.image_block), device
+            lambda: two_stage_similarity(
+                coarse_sims,
+                rerank,
+                k_images=kk,
+                k_captions=captions_per_image(kk),
+                image_block=args.image_block,
+                share_candidates=not args.no_share,
+            ),
+            device,
         )
         res = scores_metrics(scores, k)
         rows.append(
             {
                 "k": kk,
                 "k_images": min(kk, n),
-                "k_captions": min(kk, m),
+                "k_captions": min(captions_per_image(kk), m),
                 "matcher_pairs": scores.matcher_pairs,
                 "scored_pairs": scores.scored_pairs,
                 "exhaustive_pairs": n * m,
@@ -203,17 +238,17 @@ def main(argv: list[str]) -> int:
 
     title = (
         f"two-stage retrieval | {n} images x {m} captions | device {device} | threads {torch.get_num_threads()}\n"
-        f"coarse {args.coarse[0]} (RSUM {coarse_res['rsum']:.2f}, {coarse_s:.3f} s) | expensive {args.expensive[0]} "
+        f"coarse {' + '.join(p for _, p in args.coarse)} (RSUM {coarse_res['rsum']:.2f}, {coarse_s:.3f} s) | expensive {args.expensive[0]} "
         f"(exhaustive RSUM {exhaustive['rsum']:.2f}, {exhaustive_s:.3f} s, {n * m} pairs)"
     )
-    header = f"{'k':>6} {'matcher pairs':>14} {'scored pairs':>13} {'reduction':>10} {'RSUM':>8} {'dRSUM':>8} {'time s':>9} {'speedup':>8}"
+    header = f"{'k':>6} {'k capts':>8} {'matcher pairs':>14} {'scored pairs':>13} {'reduction':>10} {'RSUM':>8} {'dRSUM':>8} {'time s':>9} {'speedup':>8}"
     print(title)
     print(header)
     print("-" * len(header))
-    print(f"{'all':>6} {n * m:>14} {n * m:>13} {1.0:>9.1f}x {exhaustive['rsum']:>8.2f} {0.0:>8.2f} {exhaustive_s:>9.3f} {1.0:>7.2f}x")
+    print(f"{'all':>6} {'all':>8} {n * m:>14} {n * m:>13} {1.0:>9.1f}x {exhaustive['rsum']:>8.2f} {0.0:>8.2f} {exhaustive_s:>9.3f} {1.0:>7.2f}x")
     for r in rows:
         print(
-            f"{r['k']:>6} {r['matcher_pairs']:>14} {r['scored_pairs']:>13} {r['reduction']:>9.1f}x {r['rsum']:>8.2f} "
+            f"{r['k']:>6} {r['k_captions']:>8} {r['matcher_pairs']:>14} {r['scored_pairs']:>13} {r['reduction']:>9.1f}x {r['rsum']:>8.2f} "
             f"{r['rsum_diff']:>+8.2f} {r['time_s']:>9.3f} {exhaustive_s / r['time_s']:>7.2f}x"
         )
     print(f"encoding (not in the times above): coarse {coarse_encode_s:.3f} s, expensive {expensive_encode_s:.3f} s")
@@ -231,7 +266,7 @@ def main(argv: list[str]) -> int:
         write_json(
             args.output,
             {
-                "coarse": {"config": args.coarse[0], "ckpt": args.coarse[1], "results": coarse_res, "time_s": coarse_s, "encode_s": coarse_encode_s},
+                "coarse": {"runs": [{"config": c, "ckpt": p} for c, p in args.coarse], "results": coarse_res, "time_s": coarse_s, "encode_s": coarse_encode_s},
                 "expensive": {
                     "config": args.expensive[0], "ckpt": args.expensive[1], "results": exhaustive,
                     "time_s": exhaustive_s, "encode_s": expensive_encode_s, "pairs": n * m,
@@ -240,6 +275,8 @@ def main(argv: list[str]) -> int:
                 "num_images": n,
                 "num_captions": m,
                 "image_block": args.image_block,
+                "caption_scale": scale,
+                "share_candidates": not args.no_share,
                 "rsum_tolerance": args.rsum_tolerance,
                 "min_reduction": args.min_reduction,
                 "smallest_k_within_tolerance": None if smallest is None else smallest["k"],
