@@ -11,13 +11,14 @@ import json
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 import lightning as L
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from kgitm.data.hard_negatives import SYMMETRIC_PREDICATES, relation_swap
 from kgitm.data.precomp import DataFormatError, PrecompSplit
 from kgitm.data.text import tokenize
 from kgitm.data.vocab import Vocabulary
@@ -44,6 +45,10 @@ class CaptionImageDataset(Dataset):
         graph_provider: optional :class:`~kgitm.data.graph_provider.GraphProvider` serving dependency
             graphs (and, with ``scene_graphs``, textual and visual scene graphs) from the graph stores.
         scene_graphs: attach scene graphs for SGM.
+        relation_swap_negatives: attach a relation-swapped copy of each caption
+            (:func:`kgitm.data.hard_negatives.relation_swap`; ``None`` where no relation qualifies),
+            read from the parsed scene graph of the graph store.
+        symmetric_predicates: predicate lemmas never swapped.
     """
 
     def __init__(
@@ -55,9 +60,15 @@ class CaptionImageDataset(Dataset):
         max_words: int,
         graph_provider: Optional[Any] = None,
         scene_graphs: bool = False,
+        relation_swap_negatives: bool = False,
+        symmetric_predicates: Sequence[str] = SYMMETRIC_PREDICATES,
     ) -> None:
+        if relation_swap_negatives and graph_provider is None:
+            raise ValueError("relation_swap_negatives needs the parsed captions of a graph store (set data.graph_store)")
         self.split = split
         self.scene_graphs = scene_graphs
+        self.relation_swap_negatives = relation_swap_negatives
+        self.symmetric_predicates = tuple(symmetric_predicates)
         self.set = captions
         self.vocab = vocab
         self.max_words = max_words
@@ -93,9 +104,15 @@ class CaptionImageDataset(Dataset):
         if self.boxes is not None:
             item["boxes"] = self.boxes[i]
         if self.graph_provider is not None:
-            item["graph"] = self.graph_provider.caption(self.set.name, k, len(self.tokens[k]), scene_graph=self.scene_graphs)
+            parsed = self.scene_graphs or self.relation_swap_negatives
+            item["graph"] = self.graph_provider.caption(self.set.name, k, len(self.tokens[k]), scene_graph=parsed)
             if self.scene_graphs:
                 item["visual_graph"] = self.graph_provider.image(self.split.split, i)
+            if self.relation_swap_negatives:
+                graph = item["graph"]["parsed"].scene_graph
+                swapped = relation_swap(self.tokens[k], graph, symmetric=self.symmetric_predicates, choice=k)
+                item["swap_words"] = swapped
+                item["swap_token_ids"] = None if swapped is None else torch.tensor(self.vocab.encode(swapped), dtype=torch.long)
         return item
 
 
@@ -117,7 +134,9 @@ def collate(items: list[dict], limits: Optional[SceneGraphLimits] = None) -> dic
     Output keys: ``images (B, R, D)``, ``region_mask (B, R)`` (all-zero regions are padding),
     ``boxes (B, R, 4)`` when present, ``token_ids (B, L)``, ``word_mask (B, L)``, ``lengths (B,)``,
     ``words`` (list of token lists), ``image_index (B,)``, ``caption_index (B,)``, ``adjacency (B, L, L)``
-    when graphs are provided.
+    when graphs are provided; with relation-swap negatives also ``swap_token_ids (B, L)`` (the same
+    positions, padded like ``token_ids``; a caption without a swap repeats its own tokens),
+    ``swap_words`` and ``swap_valid (B,)`` bool.
     """
     images = torch.stack([it["image"] for it in items])
     lengths = torch.tensor([len(it["words"]) for it in items], dtype=torch.long)
@@ -137,6 +156,14 @@ def collate(items: list[dict], limits: Optional[SceneGraphLimits] = None) -> dic
     }
     if "boxes" in items[0]:
         batch["boxes"] = torch.stack([it["boxes"] for it in items])
+    if "swap_words" in items[0]:
+        swap_ids = token_ids.clone()
+        for b, it in enumerate(items):
+            if it["swap_token_ids"] is not None:
+                swap_ids[b, : len(it["swap_token_ids"])] = it["swap_token_ids"]
+        batch["swap_token_ids"] = swap_ids
+        batch["swap_words"] = [it["swap_words"] or it["words"] for it in items]
+        batch["swap_valid"] = torch.tensor([it["swap_words"] is not None for it in items], dtype=torch.bool)
     if "graph" in items[0]:
         adj = torch.zeros(len(items), max_len, max_len, dtype=torch.bool)
         for b, it in enumerate(items):
@@ -183,6 +210,11 @@ class PrecompDataModule(L.LightningDataModule):
             graphs; GSMN sparse and SGM need them).
         scene_graphs: also serve textual and visual scene graphs (SGM); needs ``graph_store``.
         scene_graph_limits: padding limits of the scene-graph tensors.
+        relation_swap_negatives: give every training caption a relation-swapped copy
+            (:mod:`kgitm.data.hard_negatives`) for a hard-negative loss term
+            (``MatchingModule(relation_swap_weight=...)``); needs ``graph_store``.
+        symmetric_predicates: predicate lemmas never swapped (default
+            :data:`kgitm.data.hard_negatives.SYMMETRIC_PREDICATES`).
         diagnostics: evaluate the SynthScenes diagnostic sets (``root/diagnostics/``) at test time
             when present.
     """
@@ -205,6 +237,8 @@ class PrecompDataModule(L.LightningDataModule):
         graph_store: Optional[str] = None,
         scene_graphs: bool = False,
         scene_graph_limits: SceneGraphLimits = SceneGraphLimits(),
+        relation_swap_negatives: bool = False,
+        symmetric_predicates: Sequence[str] = SYMMETRIC_PREDICATES,
         diagnostics: bool = True,
     ) -> None:
         super().__init__()
@@ -219,6 +253,8 @@ class PrecompDataModule(L.LightningDataModule):
         self._graphs = None
         if scene_graphs and graph_store is None:
             raise ValueError("scene_graphs=True needs graph_store (run `kgitm preprocess` first)")
+        if relation_swap_negatives and graph_store is None:
+            raise ValueError("relation_swap_negatives=True needs graph_store (the parsed captions of `kgitm preprocess`)")
         if graph_store is not None:
             from kgitm.data.graph_provider import GraphProvider
 
@@ -256,7 +292,9 @@ class PrecompDataModule(L.LightningDataModule):
         n = split.num_images if max_images is None else min(max_images, split.num_images)
         return CaptionSet(split.split, split.captions[: n * k], np.arange(n * k) // k)
 
-    def dataset(self, split: PrecompSplit, captions: CaptionSet) -> CaptionImageDataset:
+    def dataset(
+        self, split: PrecompSplit, captions: CaptionSet, *, relation_swap_negatives: bool = False
+    ) -> CaptionImageDataset:
         return CaptionImageDataset(
             split,
             captions,
@@ -264,6 +302,8 @@ class PrecompDataModule(L.LightningDataModule):
             max_words=self.hparams.max_words,
             graph_provider=self._graphs,
             scene_graphs=self.hparams.scene_graphs,
+            relation_swap_negatives=relation_swap_negatives,
+            symmetric_predicates=self.hparams.symmetric_predicates,
         )
 
     def _loader(self, ds: Dataset, *, train: bool) -> DataLoader:
@@ -279,7 +319,8 @@ class PrecompDataModule(L.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         split = self.open_split(self.hparams.train_split)
-        return self._loader(self.dataset(split, self.caption_set(split)), train=True)
+        ds = self.dataset(split, self.caption_set(split), relation_swap_negatives=self.hparams.relation_swap_negatives)
+        return self._loader(ds, train=True)
 
     def val_dataloader(self) -> DataLoader:
         split = self.open_split(self.hparams.val_split)

@@ -99,6 +99,14 @@ class MatchingModule(L.LightningModule):
         hardest_negative_warmup_epochs: sum over all negatives for this many epochs, then use the
             hardest negative only (when the loss has ``max_violation``).
         eval_memory_budget_mb: memory budget for the block-wise similarity at evaluation.
+        relation_swap_weight: weight of the relation-swap hard-negative term (default ``0``: off).
+            With ``data.relation_swap_negatives`` every training caption has a copy with the subject
+            and object of one relation exchanged (:mod:`kgitm.data.hard_negatives`); the term is
+            ``[m - S(i, c) + S(i, swap(c))]_+``, averaged over the pairs used, with the
+            loss's margin ``m``.
+        relation_swap_pairs: how many of a batch's captions with a swap enter the term (default 8):
+            scoring ``n`` swaps costs an ``n x n`` block of the matcher, so a few per batch keep the
+            training step's cost close to that of the plain loss.
     """
 
     def __init__(
@@ -113,6 +121,8 @@ class MatchingModule(L.LightningModule):
         lr_scheduler: Optional[LRSchedulerCallable] = None,
         hardest_negative_warmup_epochs: int = 0,
         eval_memory_budget_mb: float = 1024.0,
+        relation_swap_weight: float = 0.0,
+        relation_swap_pairs: int = 8,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["image_encoder", "text_encoder", "matcher", "loss", "knowledge"])
@@ -155,7 +165,30 @@ class MatchingModule(L.LightningModule):
         hardest = self.current_epoch >= self.hparams.hardest_negative_warmup_epochs
         loss = self.loss(sims, batch["image_index"], max_violation=self.loss.max_violation and hardest)
         self.log("train/loss", loss, prog_bar=True, batch_size=sims.shape[0])
+        if self.hparams.relation_swap_weight > 0:
+            swap = self.relation_swap_loss(batch, images, sims)
+            if swap is not None:
+                self.log("train/relation_swap_loss", swap, batch_size=sims.shape[0])
+                loss = loss + self.hparams.relation_swap_weight * swap
         return loss
+
+    def relation_swap_loss(self, batch: dict, images: EncodedImages, sims: Tensor) -> Optional[Tensor]:
+        """Hinge between each caption and its relation-swapped copy on the caption's own image, over
+        the first ``relation_swap_pairs`` captions of the batch that have a swap; ``None`` when none
+        has one."""
+        if "swap_token_ids" not in batch:
+            raise ValueError(
+                "relation_swap_weight > 0 needs relation-swapped captions in the batch: set "
+                "data.relation_swap_negatives true (and data.graph_store)"
+            )
+        rows = batch["swap_valid"].nonzero().flatten()[: self.hparams.relation_swap_pairs]
+        if rows.numel() == 0:
+            return None
+        sub = {k: _select(v, rows) for k, v in batch.items()}
+        sub["token_ids"], sub["words"] = sub["swap_token_ids"], sub["swap_words"]
+        swapped = self.scorer(images.index(rows), self.encode_captions(sub)).diagonal()
+        positive = sims[rows, rows]
+        return (self.loss.margin - positive + swapped).clamp_min(0).mean()
 
     def configure_optimizers(self) -> Any:
         groups = []
