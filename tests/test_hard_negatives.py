@@ -43,6 +43,8 @@ def test_choice_picks_among_the_swappable_relations():
     assert first == "a mat on a cat and a dog behind a tree".split()
     assert second == "a cat on a mat and a tree behind a dog".split()
     assert relation_swap(tokens, graph, choice=2) == first
+    assert relation_swap(tokens, graph, only=["behind"], choice=0) == second  # allow-list
+    assert relation_swap(tokens, graph, only=["under"]) is None
 
 
 def _module(weight: float):

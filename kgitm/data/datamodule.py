@@ -49,6 +49,7 @@ class CaptionImageDataset(Dataset):
             (:func:`kgitm.data.hard_negatives.relation_swap`; ``None`` where no relation qualifies),
             read from the parsed scene graph of the graph store.
         symmetric_predicates: predicate lemmas never swapped.
+        swap_predicates: if given, only relations with these predicate lemmas are swapped.
     """
 
     def __init__(
@@ -62,6 +63,7 @@ class CaptionImageDataset(Dataset):
         scene_graphs: bool = False,
         relation_swap_negatives: bool = False,
         symmetric_predicates: Sequence[str] = SYMMETRIC_PREDICATES,
+        swap_predicates: Optional[Sequence[str]] = None,
     ) -> None:
         if relation_swap_negatives and graph_provider is None:
             raise ValueError("relation_swap_negatives needs the parsed captions of a graph store (set data.graph_store)")
@@ -69,6 +71,7 @@ class CaptionImageDataset(Dataset):
         self.scene_graphs = scene_graphs
         self.relation_swap_negatives = relation_swap_negatives
         self.symmetric_predicates = tuple(symmetric_predicates)
+        self.swap_predicates = None if swap_predicates is None else tuple(swap_predicates)
         self.set = captions
         self.vocab = vocab
         self.max_words = max_words
@@ -110,7 +113,9 @@ class CaptionImageDataset(Dataset):
                 item["visual_graph"] = self.graph_provider.image(self.split.split, i)
             if self.relation_swap_negatives:
                 graph = item["graph"]["parsed"].scene_graph
-                swapped = relation_swap(self.tokens[k], graph, symmetric=self.symmetric_predicates, choice=k)
+                swapped = relation_swap(
+                    self.tokens[k], graph, symmetric=self.symmetric_predicates, only=self.swap_predicates, choice=k
+                )
                 item["swap_words"] = swapped
                 item["swap_token_ids"] = None if swapped is None else torch.tensor(self.vocab.encode(swapped), dtype=torch.long)
         return item
@@ -215,6 +220,8 @@ class PrecompDataModule(L.LightningDataModule):
             (``MatchingModule(relation_swap_weight=...)``); needs ``graph_store``.
         symmetric_predicates: predicate lemmas never swapped (default
             :data:`kgitm.data.hard_negatives.SYMMETRIC_PREDICATES`).
+        swap_predicates: if given, swap only relations with these predicate lemmas (default ``None``:
+            every asymmetric one).
         diagnostics: evaluate the SynthScenes diagnostic sets (``root/diagnostics/``) at test time
             when present.
     """
@@ -239,6 +246,7 @@ class PrecompDataModule(L.LightningDataModule):
         scene_graph_limits: SceneGraphLimits = SceneGraphLimits(),
         relation_swap_negatives: bool = False,
         symmetric_predicates: Sequence[str] = SYMMETRIC_PREDICATES,
+        swap_predicates: Optional[Sequence[str]] = None,
         diagnostics: bool = True,
     ) -> None:
         super().__init__()
@@ -304,6 +312,7 @@ class PrecompDataModule(L.LightningDataModule):
             scene_graphs=self.hparams.scene_graphs,
             relation_swap_negatives=relation_swap_negatives,
             symmetric_predicates=self.hparams.symmetric_predicates,
+            swap_predicates=self.hparams.swap_predicates,
         )
 
     def _loader(self, ds: Dataset, *, train: bool) -> DataLoader:

@@ -21,7 +21,7 @@ from kgitm.graphs.types import SceneGraph
 
 #: Predicates whose subject and object can be exchanged without changing the meaning; a swapped
 #: caption with one of them would be a false negative. Lemmas as the text parser writes them.
-SYMMETRIC_PREDICATES: tuple[str, ...] = ("next to", "near", "beside", "by", "with", "and", "opposite")
+SYMMETRIC_PREDICATES: tuple[str, ...] = ("next to", "near", "close to", "beside", "by", "with", "and", "opposite")
 
 
 def relation_swap(
@@ -29,6 +29,7 @@ def relation_swap(
     scene_graph: Optional[SceneGraph],
     *,
     symmetric: Iterable[str] = SYMMETRIC_PREDICATES,
+    only: Optional[Iterable[str]] = None,
     choice: int = 0,
 ) -> Optional[list[str]]:
     """``tokens`` with the head-noun spans of one swappable relation exchanged, or ``None``.
@@ -37,6 +38,9 @@ def relation_swap(
         tokens: the caption's project tokens (the parser's token positions).
         scene_graph: the caption's parsed scene graph (:class:`~kgitm.graphs.types.SceneGraph`).
         symmetric: predicate lemmas never swapped (default :data:`SYMMETRIC_PREDICATES`).
+        only: if given, swap only relations with one of these predicate lemmas (e.g. the spatial
+            ones, so that the negatives test geometry rather than plausibility: "an office in a
+            chair" is rejected by a text prior alone).
         choice: which of the swappable relations to use, modulo their number (the dataset passes the
             caption index, so captions with several relations do not always swap the first).
 
@@ -47,9 +51,10 @@ def relation_swap(
     if scene_graph is None:
         return None
     skip = {p.lower() for p in symmetric}
+    keep = None if only is None else {p.lower() for p in only}
     swaps = []
     for s, predicate, o in scene_graph.relations:
-        if predicate.lower() in skip or s == o:
+        if predicate.lower() in skip or (keep is not None and predicate.lower() not in keep) or s == o:
             continue
         (s0, s1), (o0, o1) = scene_graph.objects[s].span, scene_graph.objects[o].span
         if s1 - s0 != o1 - o0 or s1 <= s0 or max(s1, o1) > len(tokens) or min(s0, o0) < 0:
