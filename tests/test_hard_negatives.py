@@ -105,6 +105,20 @@ def test_loss_term_without_swapped_captions_is_a_clear_error():
     assert torch.isfinite(_module(0.0).training_step(_batch(with_swaps=False), 0))  # off: not needed
 
 
+def test_bad_relation_swap_settings_are_refused():
+    from kgitm.encoders.image import RegionEncoder
+    from kgitm.encoders.text import BiGRUTextEncoder
+    from kgitm.lit.module import MatchingModule
+    from kgitm.matchers.global_embedding import GlobalEmbeddingMatcher
+
+    parts = (RegionEncoder(feature_dim=8, embed_dim=16), BiGRUTextEncoder(vocab_size=20, word_dim=8, embed_dim=16),
+             GlobalEmbeddingMatcher())
+    with pytest.raises(ValueError, match="relation_swap_pairs >= 1"):
+        MatchingModule(*parts, relation_swap_weight=1.0, relation_swap_pairs=0)
+    with pytest.raises(ValueError, match="relation_swap_weight must be >= 0"):
+        MatchingModule(*parts, relation_swap_weight=-1.0)
+
+
 @pytest.mark.slow
 def test_fit_with_relation_swap_negatives_through_the_cli(tiny_synthscenes, tmp_path, monkeypatch):
     """Parse tiny SynthScenes into a graph store, check the batches carry real swaps, and fit."""

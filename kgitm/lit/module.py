@@ -125,6 +125,11 @@ class MatchingModule(L.LightningModule):
         relation_swap_pairs: int = 8,
     ) -> None:
         super().__init__()
+        if relation_swap_weight < 0 or relation_swap_pairs < 1:
+            raise ValueError(
+                f"MatchingModule: relation_swap_weight must be >= 0 and relation_swap_pairs >= 1, got "
+                f"{relation_swap_weight} and {relation_swap_pairs}; set model.relation_swap_weight 0 to turn the term off"
+            )
         self.save_hyperparameters(ignore=["image_encoder", "text_encoder", "matcher", "loss", "knowledge"])
         self.image_encoder = image_encoder
         self.text_encoder = text_encoder
