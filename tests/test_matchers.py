@@ -361,6 +361,23 @@ def test_gradients_flow(matcher):
         assert p.grad.abs().sum() > 0, name
 
 
+@pytest.mark.parametrize("matcher", all_matchers(), ids=lambda m: repr(m).replace("\n", "")[:60])
+def test_training_and_evaluation_paths_agree(matcher):
+    """Evaluation reduces the block's dot products in place (kgitm.nn.functional.scratch_mul),
+    training keeps them for autograd: the same scores either way, and the inputs are left as they were."""
+    images = make_images(4, 6, 16, seed=23)
+    captions = make_captions(5, 7, 16, seed=24)
+    before = (images.features.clone(), captions.features.clone())
+    images.features.requires_grad_(True)
+    trained = matcher(images, captions)
+    assert trained.requires_grad
+    with torch.inference_mode():
+        evaluated = matcher(images, captions)
+    torch.testing.assert_close(evaluated, trained.detach(), atol=1e-6, rtol=0)
+    torch.testing.assert_close(images.features.detach(), before[0], atol=0, rtol=0)
+    torch.testing.assert_close(captions.features, before[1], atol=0, rtol=0)
+
+
 # ---------------------------------------------------------------------------- block planning
 
 

@@ -20,7 +20,10 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from kgitm.matchers.base import EncodedCaptions, EncodedImages, Matcher
-from kgitm.nn.functional import l2norm, masked_mean, masked_softmax
+from kgitm.nn.functional import l2norm, masked_mean, masked_softmax, scratch_mul
+
+#: key of the context Gram matrix in ``images.extra`` (t2i) or ``captions.extra`` (i2t).
+_GRAM = "scan_gram"
 
 
 def cross_attention(
@@ -31,6 +34,8 @@ def cross_attention(
     temperature: float,
     leaky_relu_slope: float = 0.1,
     eps: float = 1e-8,
+    query_dim: int = -2,
+    context_dim: int = -1,
 ) -> Tensor:
     r"""SCAN's attention of every query item over the context items.
 
@@ -45,53 +50,72 @@ def cross_attention(
         temperature: inverse softmax temperature (SCAN's :math:`\lambda_1`).
         leaky_relu_slope: negative slope of the LeakyReLU (default ``0.1``, as in SCAN's code).
         eps: floor of the l2 norm.
+        query_dim: the axis of the query items (default ``-2``).
+        context_dim: the axis of the context items (default ``-1``). A caller may pass whichever
+            layout it holds: on the CPU a softmax over a short last axis (a dozen words) is several
+            times slower than over an outer one.
 
     Shapes:
-        cosine: ``(P, S, Q, C)``; masks broadcastable to it. Output: ``(P, S, Q, C)``, rows summing to
-        one over valid context items.
+        cosine: ``(P, S, Q, C)`` with the default axes; masks broadcastable to it. Output: the shape
+        and axes of ``cosine``, summing to one over valid context items.
     """
-    s = F.leaky_relu(cosine, leaky_relu_slope)
-    s = s.masked_fill(~query_mask, 0.0)
-    s = l2norm(s, dim=-2, eps=eps)
-    return masked_softmax(s * temperature, context_mask, dim=-1)
+    s = F.leaky_relu(cosine, leaky_relu_slope).masked_fill_(~query_mask, 0.0)  # in place: a fresh tensor
+    s = l2norm(s, dim=query_dim, eps=eps)
+    return masked_softmax(s * temperature, context_mask, dim=context_dim)
 
 
 def attended_block_cosine(
-    dots: Tensor,
+    numerator: Tensor,
     attention: Tensor,
     context_gram: Tensor,
     query_norm: Tensor,
     *,
     eps: float = 1e-8,
+    context_first: bool = False,
 ) -> Tensor:
     r"""Cosine between each query and its attended context vector, per block of dimensions.
 
     With the attended vector :math:`a_q = \sum_c \alpha_{qc} v_c` and ``B`` blocks of the feature
     dimension, returns :math:`\cos(e_q^{(b)}, a_q^{(b)})` for every block ``b`` without materialising
-    :math:`a_q`: the numerator is :math:`\sum_c \alpha_{qc}\, e_q^{(b)} \cdot v_c^{(b)}` and the squared
-    norm :math:`\alpha_q^\top G^{(b)} \alpha_q` uses the per-block Gram matrix of the context, so the
-    memory per pair is ``O(Q C B)`` instead of ``O(Q D)``. ``B = 1`` is SCAN's relevance
-    :math:`R(e_q, a_q)`; ``B > 1`` is GSMN's multi-block cosine. Each norm is floored at ``eps``
-    (like :func:`torch.nn.functional.cosine_similarity`).
+    :math:`a_q`: the caller passes the numerator :math:`e_q^{(b)} \cdot a_q^{(b)} = \sum_c \alpha_{qc}\,
+    e_q^{(b)} \cdot v_c^{(b)}` (a reduction of the dot products it already holds, in whatever layout
+    they are), and the squared norm :math:`\alpha_q^\top G^{(b)} \alpha_q` comes from the per-block
+    Gram matrix of the context, so the memory per pair is ``O(Q C B)`` instead of ``O(Q D)``.
+    ``B = 1`` is SCAN's relevance :math:`R(e_q, a_q)`; ``B > 1`` is GSMN's multi-block cosine. Each
+    norm is floored at ``eps`` (like :func:`torch.nn.functional.cosine_similarity`).
 
     Args:
-        dots: raw dot products between query and context items, per block.
+        numerator: :math:`\sum_c \alpha_{qc}\, e_q^{(b)} \cdot v_c^{(b)}`.
         attention: attention weights from :func:`cross_attention`.
         context_gram: per-block Gram matrix of each context owner's items.
         query_norm: per-block l2 norm of each query item.
         eps: floor of the norms.
+        context_first: ``attention`` is laid out ``(P, C, S, Q)``, contiguous, instead of
+            ``(P, S, Q, C)``; then the sum over the context runs over an outer axis, which on the
+            CPU is several times faster when ``C`` is short (image-to-text: a dozen words).
 
     Shapes:
-        dots: ``(P, S, Q, B, C)`` (contiguous is fastest); attention: ``(P, S, Q, C)``; context_gram: ``(P, C, B, C)``;
-        query_norm: broadcastable to ``(P, S, Q, B)``. Output: ``(P, S, Q, B)``.
+        numerator: ``(P, S, Q, B)``; attention: ``(P, S, Q, C)`` (or ``(P, C, S, Q)``); context_gram:
+        ``(P, C, B, C)``; query_norm: broadcastable to ``(P, S, Q, B)``. Output: ``(P, S, Q, B)``.
     """
-    p, s, q, c = attention.shape
-    column = attention.unsqueeze(-1)  # (P, S, Q, C, 1): the reductions over C are batched GEMVs
-    numerator = torch.matmul(dots, column).squeeze(-1)
-    weighted = torch.bmm(attention.reshape(p, s * q, c), context_gram.reshape(p, c, -1))
-    squared_norm = torch.matmul(weighted.view(p, s, q, -1, c), column).squeeze(-1)
+    if context_first:
+        p, c, s, q = attention.shape
+        columns = attention.reshape(p, c, s * q)
+        # rows (b, c') of the symmetric Gram blocks times the attention columns: (P, B, C', S Q)
+        weighted = torch.bmm(context_gram.reshape(p, c, -1).transpose(1, 2), columns).view(p, -1, c, s * q)
+        squared_norm = scratch_mul(weighted, columns.unsqueeze(1)).sum(2)  # (P, B, S Q)
+        squared_norm = squared_norm.view(p, -1, s, q).permute(0, 2, 3, 1)
+    else:
+        p, s, q, c = attention.shape
+        weighted = torch.bmm(attention.reshape(p, s * q, c), context_gram.reshape(p, c, -1))
+        squared_norm = scratch_mul(weighted.view(p, s, q, -1, c), attention.unsqueeze(-2)).sum(-1)
     context_norm = squared_norm.clamp_min(eps * eps).sqrt()
     return numerator / (query_norm.clamp_min(eps) * context_norm)
+
+
+def _gram(x: Tensor) -> Tensor:
+    """Gram matrix of each item's vectors: ``(P, C, D) -> (P, C, C)``."""
+    return torch.bmm(x, x.transpose(1, 2))
 
 
 def masked_logsumexp(x: Tensor, mask: Tensor, dim: int, *, temperature: float) -> Tensor:
@@ -162,38 +186,73 @@ class SCANMatcher(Matcher):
             f"aggregation={self.aggregation!r}, lambda_lse={self.lambda_lse}"
         )
 
-    def relevance(self, query: Tensor, query_mask: Tensor, context: Tensor, context_mask: Tensor) -> Tensor:
+    def relevance(
+        self,
+        query: Tensor,
+        query_mask: Tensor,
+        context: Tensor,
+        context_mask: Tensor,
+        context_gram: Tensor | None = None,
+    ) -> Tensor:
         r"""Relevance :math:`R(q, a_q)` of every query item of every query owner to every context owner.
+
+        ``context_gram`` is the Gram matrix of each context owner's items, ``(P, C, C)``, when it was
+        computed once for the block (:meth:`prepare_images` / :meth:`prepare_captions`). The work
+        is laid out ``(P, C, S, Q)``, the order one GEMM writes the dot products in, so nothing of
+        the block's size is permuted and the softmax runs over an outer axis (on the CPU several
+        times faster than over a short last axis such as a dozen words).
 
         Shapes:
             query: ``(S, Q, D)``, query_mask: ``(S, Q)``; context: ``(P, C, D)``, context_mask: ``(P, C)``.
             Output: ``(P, S, Q)``.
         """
-        dots = torch.einsum("sqd,pcd->psqc", query, context).contiguous()
-        query_norm = query.norm(dim=-1)
-        context_norm = context.norm(dim=-1)
-        cosine = dots / (
-            query_norm.clamp_min(self.eps)[None, :, :, None] * context_norm.clamp_min(self.eps)[:, None, None, :]
-        )
+        p, c, d = context.shape
+        s, q, _ = query.shape
+        query_norm = query.norm(dim=-1).clamp_min(self.eps)
+        context_norm = context.norm(dim=-1).clamp_min(self.eps)
+        dots = torch.mm(context.reshape(p * c, d), query.reshape(s * q, d).t()).view(p, c, s, q)
+        cosine = dots / (context_norm[:, :, None, None] * query_norm[None, None])
         attention = cross_attention(
             cosine,
-            query_mask[None, :, :, None],
-            context_mask[:, None, None, :],
+            query_mask[None, None],
+            context_mask[:, :, None, None],
             temperature=self.lambda_softmax,
             leaky_relu_slope=self.leaky_relu_slope,
             eps=self.eps,
-        )
+            query_dim=-1,
+            context_dim=1,
+        )  # (P, C, S, Q)
         del cosine
-        gram = torch.bmm(context, context.transpose(1, 2)).unsqueeze(2)  # (P, C, 1, C)
-        rel = attended_block_cosine(dots.unsqueeze(-2), attention, gram, query_norm[None, :, :, None], eps=self.eps)
+        gram = (_gram(context) if context_gram is None else context_gram).unsqueeze(2)  # (P, C, 1, C)
+        numerator = scratch_mul(dots, attention).sum(1).unsqueeze(-1)  # (P, S, Q, 1); the last use of dots
+        rel = attended_block_cosine(
+            numerator, attention, gram, query_norm[None, :, :, None], eps=self.eps, context_first=True
+        )
         return rel.squeeze(-1)
+
+    def prepare_images(self, images: EncodedImages) -> EncodedImages:
+        """Text-to-image: adds the regions' Gram matrix (the attended contexts' norms) to
+        ``images.extra``, computed once per image block instead of once per caption block."""
+        if self.direction != "t2i":
+            return images
+        extra = {**(images.extra or {}), _GRAM: _gram(images.features)}
+        return EncodedImages(images.features, images.mask, images.boxes, extra)
+
+    def prepare_captions(self, captions: EncodedCaptions) -> EncodedCaptions:
+        """Image-to-text: adds the words' Gram matrix to ``captions.extra``."""
+        if self.direction != "i2t":
+            return captions
+        extra = {**(captions.extra or {}), _GRAM: _gram(captions.features)}
+        return EncodedCaptions(captions.features, captions.mask, captions.adjacency, extra)
 
     def forward(self, images: EncodedImages, captions: EncodedCaptions) -> Tensor:
         if self.direction == "t2i":
-            rel = self.relevance(captions.features, captions.mask, images.features, images.mask)  # (N, M, L)
+            gram = (images.extra or {}).get(_GRAM)
+            rel = self.relevance(captions.features, captions.mask, images.features, images.mask, gram)  # (N, M, L)
             mask = captions.mask.unsqueeze(0)
         else:
-            rel = self.relevance(images.features, images.mask, captions.features, captions.mask)  # (M, N, R)
+            gram = (captions.extra or {}).get(_GRAM)
+            rel = self.relevance(images.features, images.mask, captions.features, captions.mask, gram)  # (M, N, R)
             mask = images.mask.unsqueeze(0)
         mask = mask.expand_as(rel)
         if self.aggregation == "lse":
