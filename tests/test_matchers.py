@@ -453,6 +453,23 @@ def test_cpu_blocks_are_capped_by_cpu_block_mb():
         torch.testing.assert_close(got, matcher(images, captions), atol=TOL, rtol=0)
 
 
+class _DeviceRecorder(_Recorder):
+    def forward(self, images, captions):
+        self.shapes.append((images.features.device, captions.features.device))
+        return self.inner(images, captions)
+
+
+def test_blocks_run_on_the_device_asked_for():
+    """A matcher without parameters (SCAN) runs where ``device`` says, not where the inputs lie."""
+    matcher = scan(SCAN_SETTINGS[0])
+    images = make_images(5, 6, 16, seed=43)
+    captions = make_captions(7, 8, 16, seed=44)
+    rec = _DeviceRecorder(matcher)
+    got = compute_similarity(rec, images, captions, device="cpu")
+    assert rec.shapes and all(a.type == "cpu" and b.type == "cpu" for a, b in rec.shapes)
+    torch.testing.assert_close(got, compute_similarity(matcher, images, captions), atol=0, rtol=0)
+
+
 def test_last_level_cache_size_is_positive():
     from kgitm.eval.similarity import last_level_cache_mb
 

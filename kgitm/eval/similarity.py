@@ -144,14 +144,15 @@ def compute_similarity(
     cpu_block_mb: float | None = None,
     trim_padding: bool = True,
     progress: bool = False,
+    device: torch.device | str | None = None,
 ) -> Tensor:
     """The full ``(N_img, N_cap)`` similarity matrix, block by block, without gradients.
 
     Blocks are sized from ``matcher.pair_memory_bytes`` so that one block's activations stay within
     ``memory_budget_mb`` (:func:`plan_blocks`), and on the CPU within ``cpu_block_mb`` as well.
     Captions (and images) are visited in order of decreasing length with each block trimmed to its
-    longest item; the columns (rows) are put back in the input order. Each block runs on the device of the matcher's
-    parameters (or, for a matcher without any, of ``images.features``);
+    longest item; the columns (rows) are put back in the input order. Each block runs on ``device`` (default: the device of
+    the matcher's parameters, or for a matcher without any, of ``images.features``);
     :meth:`Matcher.prepare_images` runs once per image block and :meth:`Matcher.prepare_captions`
     once per caption block visit. The matcher's train/eval mode is left as it is.
 
@@ -167,6 +168,8 @@ def compute_similarity(
         trim_padding: visit items by length and trim each block's padding (default ``True``; the
             scores are the same either way).
         progress: show a progress bar over blocks (default ``False``).
+        device: where the blocks run (default ``None``: the device of the matcher's parameters, or
+            for a matcher without any, such as SCAN, of ``images.features``).
 
     Shapes:
         Output: ``(N_img, N_cap)`` float32 on the CPU.
@@ -175,7 +178,7 @@ def compute_similarity(
     out = torch.empty(n, m, dtype=torch.float32)
     if n == 0 or m == 0:
         return out
-    device = _device_of(matcher, images)
+    device = _device_of(matcher, images) if device is None else torch.device(device)
     budget = memory_budget_mb
     if device.type == "cpu":
         budget = min(budget, last_level_cache_mb() if cpu_block_mb is None else cpu_block_mb)
