@@ -13,6 +13,8 @@ Defaults are Flickr30K test scale: 1,000 images x 5,000 captions, 36 regions, 10
     python scripts/bench_similarity.py --scale-down 10 --output bench_small.json
     python scripts/bench_similarity.py --methods scan_t2i,scan_i2t --output bench_scan.json
     python scripts/bench_similarity.py --npz inputs.npz --write-sims sims/ --methods scan_t2i,scan_i2t
+    python scripts/bench_similarity.py --fixed-malloc     # stable page-fault costs for both sides
+    python scripts/bench_similarity.py --device cuda      # on a GPU (scripts/gpu_check.sh runs it)
 
 ``--npz`` reads ``images (N, R, D)``, ``captions (M, L, D)`` (zero-padded) and ``lengths (M,)``,
 already encoded and l2-normalised; optional ``boxes (N, R, 4)`` (normalised corners) and
@@ -212,6 +214,25 @@ def loop_gsmn(matcher: GSMNMatcher, images: EncodedImages, captions: EncodedCapt
 # ------------------------------------------------------------------------------------------ timing
 
 
+def fix_malloc_thresholds(mmap_threshold: int = 32 << 20, trim_threshold: int = 1 << 30) -> None:
+    """Fixes glibc's mmap and trim thresholds for this process (``mallopt``), as the environment
+    variables ``MALLOC_MMAP_THRESHOLD_`` / ``MALLOC_TRIM_THRESHOLD_`` would. By default glibc adapts
+    them to the process's history, so whether a fresh buffer of a few MiB costs new pages (page
+    faults) differs from run to run; the per-caption loop allocates such buffers for every caption
+    and its time swung up to 2x between otherwise equal runs. Fixed thresholds make both sides
+    stable (and the loop faster)."""
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("c")
+    if platform.system() != "Linux" or name is None:
+        raise SystemExit("--fixed-malloc needs glibc (Linux)")
+    libc = ctypes.CDLL(name)
+    m_trim_threshold, m_mmap_threshold = -1, -3  # <malloc.h>
+    if not (libc.mallopt(m_mmap_threshold, mmap_threshold) and libc.mallopt(m_trim_threshold, trim_threshold)):
+        raise SystemExit("--fixed-malloc: mallopt refused the thresholds")
+
+
 class PeakRSS:
     """Samples the resident set size of this process in a thread; ``peak`` in bytes."""
 
@@ -331,7 +352,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--output", type=Path, default=None, help="write the results as JSON here")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--progress", action="store_true", help="show a progress bar per method")
+    p.add_argument("--fixed-malloc", action="store_true",
+                   help="fix glibc's mmap/trim thresholds for both sides (stable page-fault costs; see "
+                        "fix_malloc_thresholds)")
     args = p.parse_args(argv)
+    if args.fixed_malloc:
+        fix_malloc_thresholds()
 
     threads = args.threads or len(os.sched_getaffinity(0))
     torch.set_num_threads(threads)
@@ -365,6 +391,7 @@ def main(argv: list[str] | None = None) -> int:
               f"{threads} threads; block budget {args.memory_budget_mb:g} MiB"
               + (f", CPU blocks <= {args.cpu_block_mb or last_level_cache_mb():g} MiB" if device.type == "cpu" else "")
               + f"; padding {'kept' if args.no_trim else 'trimmed'}; "
+              f"malloc thresholds {'fixed' if args.fixed_malloc else 'glibc default (adaptive)'}; "
               f"load average before/after {load_before[0]:.2f}/{load_after[0]:.2f} on {os.cpu_count()} cores")
     print(header)
     cols = ("method", "vectorised s", "blocks", "peak RSS MB", "loop s (full)", "speedup", "max |diff|")
