@@ -3,7 +3,7 @@
 #   1. the card and the software;
 #   2. the exact 1,000 x 5,000 similarity matrices of SCAN t2i / i2t and GSMN sparse / dense on the
 #      GPU (goal: the whole GSMN matrix in under 60 s on one H100), against the per-caption loop of the
-#      public code on the same card (first 1,000 captions); GSMN again with 8 GiB blocks;
+#      public code on the same card (first 1,000 captions); all four again with 8 GiB blocks;
 #   3. configs/grid/gpu_synthscenes.yaml through the Lightning CLI on the GPU, the three seeds side by
 #      side on the one card, then its summary.
 # Usage (repository root):  scripts/gpu_check.sh OUT_DIR     (PYTHON=... picks the interpreter)
@@ -23,8 +23,8 @@ mkdir -p "$out" runs
 
 echo "== similarity (1,000 x 5,000) =="
 "$py" scripts/bench_similarity.py --device cuda --loop-captions 1000 --output "$out/similarity_gpu.json"
-"$py" scripts/bench_similarity.py --device cuda --methods gsmn_sparse,gsmn_dense --memory-budget-mb 8192 \
-  --loop-captions 0 --output "$out/similarity_gpu_8g.json"
+"$py" scripts/bench_similarity.py --device cuda --memory-budget-mb 8192 --loop-captions 0 \
+  --output "$out/similarity_gpu_8g.json"
 
 echo "== grid: configs/grid/gpu_synthscenes.yaml (seeds in parallel, limit ${grid_limit} s) =="
 for seed in 0 1 2; do
