@@ -290,6 +290,28 @@ def test_gsmn_block_count_must_divide_the_dimension():
         GSMNMatcher(num_kernels=8, structure_dim=12)
 
 
+def test_gsmn_kernel_initialisation():
+    mt = GSMNMatcher(num_kernels=4, structure_dim=8, kernel_precision_init=(3.0, 5.0))
+    assert ((mt.kernel_mean[:, 0] >= 0) & (mt.kernel_mean[:, 0] <= 1)).all()
+    assert ((mt.kernel_mean[:, 1] >= -1) & (mt.kernel_mean[:, 1] <= 1)).all()
+    torch.testing.assert_close(mt.kernel_precision, torch.tensor([[3.0, 5.0]] * 4))
+    torch.testing.assert_close(GSMNMatcher(num_kernels=4, structure_dim=8).kernel_precision, torch.ones(4, 2))
+    # a kernel pointing right (theta 0) weights the box on the right of box 0 over the box on its
+    # left; sharper precisions make that contrast larger
+    boxes = torch.tensor([[[0.4, 0.4, 0.6, 0.6], [0.7, 0.4, 0.9, 0.6], [0.1, 0.4, 0.3, 0.6]]])
+    ratio = {}
+    for tau in (1.0, 4.0):
+        m = GSMNMatcher(num_kernels=4, structure_dim=8, kernel_precision_init=(tau, tau))
+        with torch.no_grad():
+            m.kernel_mean.copy_(torch.tensor([[0.3, 0.0], [0.3, 0.5], [0.3, 1.0], [0.3, -0.5]]))
+        w = m.visual_kernel_weights(boxes, torch.ones(1, 3, dtype=torch.bool))
+        ratio[tau] = float(w[0, 0, 0, 1] / w[0, 0, 0, 2])
+    assert 1.5 < ratio[1.0] < 2.0 and ratio[4.0] > 1000  # exp(0.5) and exp(8) by the formula
+    for bad in ((0.0, 1.0), (1.0,)):
+        with pytest.raises(ValueError, match="kernel_precision_init"):
+            GSMNMatcher(kernel_precision_init=bad)
+
+
 def test_gsmn_sparse_requires_adjacency_and_boxes():
     images, captions = make_images(2, 4, 16), make_captions(2, 4, 16)
     with pytest.raises(ValueError, match="adjacency"):
