@@ -47,7 +47,7 @@ def test_choice_picks_among_the_swappable_relations():
     assert relation_swap(tokens, graph, only=["under"]) is None
 
 
-def _module(weight: float):
+def _module(weight: float, matcher=None, rotated: float = 0.0):
     from kgitm.encoders.image import RegionEncoder
     from kgitm.encoders.text import BiGRUTextEncoder
     from kgitm.lit.module import MatchingModule
@@ -57,10 +57,54 @@ def _module(weight: float):
     return MatchingModule(
         RegionEncoder(feature_dim=8, embed_dim=16),
         BiGRUTextEncoder(vocab_size=20, word_dim=8, embed_dim=16),
-        GlobalEmbeddingMatcher(),
+        matcher if matcher is not None else GlobalEmbeddingMatcher(),
         relation_swap_weight=weight,
         relation_swap_pairs=2,
+        rotated_image_weight=rotated,
     )
+
+
+def test_rotate_boxes_reverses_every_direction():
+    from kgitm.graphs.geometry import polar_pseudo_coordinates, rotate_boxes
+
+    x, y = torch.rand(2, 5, 2).sort(-1).values, torch.rand(2, 5, 2).sort(-1).values
+    boxes = torch.stack([x[..., 0], y[..., 0], x[..., 1], y[..., 1]], -1)
+    rot = rotate_boxes(boxes)
+    assert ((rot[..., 2] >= rot[..., 0]) & (rot[..., 3] >= rot[..., 1])).all()  # still corners
+    torch.testing.assert_close(rotate_boxes(rot), boxes)
+    a, b = polar_pseudo_coordinates(boxes), polar_pseudo_coordinates(rot)
+    torch.testing.assert_close(b[..., 0], a[..., 0])  # same distances
+    turn = torch.remainder(b[..., 1] - a[..., 1], 2.0)  # angles move by pi (1 in units of pi)
+    off_diagonal = ~torch.eye(5, dtype=torch.bool).expand(2, 5, 5)
+    torch.testing.assert_close(turn[off_diagonal], torch.ones_like(turn[off_diagonal]))
+
+
+def test_rotated_image_term_is_the_hinge_against_the_rotated_boxes():
+    from kgitm.graphs.geometry import rotate_boxes
+    from kgitm.matchers.base import EncodedImages
+    from kgitm.matchers.gsmn import GSMNMatcher
+
+    module = _module(0.0, GSMNMatcher("dense", num_blocks=4, num_kernels=4, structure_dim=8, mlp_dim=8), rotated=1.0)
+    batch = _batch()
+    g = torch.Generator().manual_seed(2)
+    corners = torch.rand(3, 4, 2, 2, generator=g).sort(-2).values  # (x1 <= x2, y1 <= y2)
+    batch["boxes"] = corners.transpose(-1, -2).flatten(-2)
+    images, captions = module.encode(batch)
+    assert images.boxes is not None
+    sims = module.scorer(images, captions)
+    got = module.rotated_image_loss(batch, images, captions, sims)
+    rows = [1, 2]
+    rotated = EncodedImages(images.features, images.mask, rotate_boxes(images.boxes))
+    s_rot = module.scorer(rotated, captions)
+    want = sum(max(0.0, 0.2 - float(sims[r, r]) + float(s_rot[r, r])) for r in rows) / len(rows)
+    assert got.item() == pytest.approx(want, abs=1e-6)
+    assert float(s_rot[1, 1]) != pytest.approx(float(sims[1, 1]), abs=1e-7)  # GSMN sees the boxes
+    module.training_step(batch, 0).backward()
+    assert module.matcher.kernel_mean.grad is not None and module.matcher.kernel_mean.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="rotated_image_weight > 0 needs .* data.relation_swap_negatives true"):
+        module.training_step(dict(_batch(with_swaps=False), boxes=batch["boxes"]), 0)
+    with pytest.raises(ValueError, match="rotated_image_weight must be >= 0"):
+        _module(0.0, rotated=-1.0)
 
 
 def _batch(with_swaps: bool = True) -> dict:
@@ -154,3 +198,59 @@ def test_fit_with_relation_swap_negatives_through_the_cli(tiny_synthscenes, tmp_
     ])
     logged = cli.trainer.callback_metrics
     assert "train/relation_swap_loss" in logged and torch.isfinite(logged["train/relation_swap_loss"])
+
+
+@pytest.mark.slow
+def test_probe_relation_geometry_script_end_to_end(tiny_synthscenes, tmp_path, monkeypatch, capsys):
+    """Fit a tiny GSMN with rotated-image negatives through the CLI, then run the geometry probe on
+    its run folder, with a short --fit-rotation."""
+    import importlib.util
+    import json
+
+    from kgitm.graphs import preprocess
+    from kgitm.lit.cli import run_lightning_cli
+
+    graphs = tmp_path / "graphs"
+    assert preprocess.main(["--data-root", str(tiny_synthscenes), "--splits", "train", "dev", "test",
+                            "diagnostics/test_relation_swap_positive", "diagnostics/test_relation_swap_negative",
+                            "--out", str(graphs), "--progress", "false"]) == 0
+    monkeypatch.chdir(tmp_path)
+    run = tmp_path / "run"
+    trainer = tmp_path / "trainer.yaml"
+    trainer.write_text(
+        f"accelerator: cpu\ndevices: 1\nlogger: false\nenable_progress_bar: false\ndefault_root_dir: {run}\n"
+        "callbacks:\n  - class_path: lightning.pytorch.callbacks.ModelCheckpoint\n"
+        f"    init_args: {{dirpath: {run / 'checkpoints'}, filename: best}}\n"
+    )
+    size = ["--model.image_encoder.init_args.embed_dim", "32", "--model.text_encoder.init_args.embed_dim", "32",
+            "--model.text_encoder.init_args.word_dim", "16"]
+    cli = run_lightning_cli([
+        "fit", "--config", str(REPO / "configs/experiment/gsmn_sparse_synthscenes.yaml"), "--trainer", str(trainer),
+        "--data.root", str(tiny_synthscenes), "--data.graph_store", str(graphs), "--data.batch_size", "16",
+        "--data.relation_swap_negatives", "true", "--model.rotated_image_weight", "1.0",
+        "--model.matcher.init_args.kernel_precision_init", "[4.0, 4.0]", *size,
+        "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "2", "--trainer.limit_val_batches", "1",
+    ])
+    logged = cli.trainer.callback_metrics
+    assert "train/rotated_image_loss" in logged and torch.isfinite(logged["train/rotated_image_loss"])
+    assert (run / "config.yaml").exists() and (run / "checkpoints" / "best.ckpt").exists()
+
+    spec = importlib.util.spec_from_file_location("probe", REPO / "scripts/probe_relation_geometry.py")
+    probe = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(probe)
+    out = tmp_path / "probe.json"
+    capsys.readouterr()
+    assert probe.main([str(run), "--fit-rotation", "3", "--log-every", "1", "--threads", "1", "--output", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "rotation effect" in printed and "after --fit-rotation" in printed
+    res = json.loads(out.read_text())
+    pairs = sum(1 for line in (tiny_synthscenes / "diagnostics/test_relation_swap.jsonl").read_text().splitlines() if line)
+    for key in ("trained", "after_fit_rotation"):
+        rows = res[key]
+        assert rows["all"]["pairs"] == pairs == sum(r["pairs"] for name, r in rows.items() if name != "all")
+        assert 0 <= rows["all"]["swap"] <= 100 and rows["all"]["rotated_ties"] == 0.0  # GSMN reads the boxes
+        assert rows["all"]["rotation_effect"] > 0
+    assert len(res["fit_rotation"]["curve"]) == 3
+    # a missing checkpoint is a one-line error naming the file
+    with pytest.raises(SystemExit, match="last.ckpt: no such checkpoint"):
+        probe.main([str(run), "--checkpoint", "last"])

@@ -22,6 +22,18 @@ def normalize_boxes(boxes: Tensor, sizes: Tensor) -> Tensor:
     return boxes / scale
 
 
+def rotate_boxes(boxes: Tensor) -> Tensor:
+    """Normalised corner boxes of the image rotated by 180 degrees: ``(1 - x2, 1 - y2, 1 - x1, 1 - y1)``.
+
+    Every pairwise direction is reversed (the polar angle moves by pi, the distance is kept), so
+    "left of", "above", "on" and "in front of" all become false between the same two boxes.
+
+    Shapes:
+        boxes: ``(..., 4)`` corners in ``[0, 1]``. Output: the same.
+    """
+    return 1.0 - boxes[..., [2, 3, 0, 1]]
+
+
 def polar_pseudo_coordinates(boxes: Tensor) -> Tensor:
     """GSMN's pseudo-coordinates between every ordered pair of boxes.
 

@@ -17,6 +17,7 @@ from torch import Tensor, nn
 
 from kgitm.eval.metrics import evaluate_retrieval, pairwise_accuracy
 from kgitm.eval.similarity import compute_similarity
+from kgitm.graphs.geometry import rotate_boxes
 from kgitm.knowledge.module import KnowledgeFusedMatcher, KnowledgeModule
 from kgitm.losses import ContrastiveLoss
 from kgitm.matchers.base import EncodedCaptions, EncodedImages, Matcher
@@ -107,6 +108,12 @@ class MatchingModule(L.LightningModule):
         relation_swap_pairs: how many of a batch's captions with a swap enter the term (default 8):
             scoring ``n`` swaps costs an ``n x n`` block of the matcher, so a few per batch keep the
             training step's cost close to that of the plain loss.
+        rotated_image_weight: weight of the rotated-image hard-negative term (default ``0``: off).
+            For the same captions as the relation-swap term (those with a swappable relation, see
+            ``data.swap_predicates``), the caption's own image with its boxes rotated by 180 degrees
+            (:func:`~kgitm.graphs.geometry.rotate_boxes`) is a negative: every directional relation
+            of the caption is false there, while the region features are unchanged, so only box
+            geometry can tell the two images apart. The term is ``[m - S(i, c) + S(rot(i), c)]_+``.
     """
 
     def __init__(
@@ -123,8 +130,11 @@ class MatchingModule(L.LightningModule):
         eval_memory_budget_mb: float = 1024.0,
         relation_swap_weight: float = 0.0,
         relation_swap_pairs: int = 8,
+        rotated_image_weight: float = 0.0,
     ) -> None:
         super().__init__()
+        if rotated_image_weight < 0:
+            raise ValueError(f"MatchingModule: rotated_image_weight must be >= 0, got {rotated_image_weight}")
         if relation_swap_weight < 0 or relation_swap_pairs < 1:
             raise ValueError(
                 f"MatchingModule: relation_swap_weight must be >= 0 and relation_swap_pairs >= 1, got "
@@ -175,18 +185,39 @@ class MatchingModule(L.LightningModule):
             if swap is not None:
                 self.log("train/relation_swap_loss", swap, batch_size=sims.shape[0])
                 loss = loss + self.hparams.relation_swap_weight * swap
+        if self.hparams.rotated_image_weight > 0:
+            rotated = self.rotated_image_loss(batch, images, captions, sims)
+            if rotated is not None:
+                self.log("train/rotated_image_loss", rotated, batch_size=sims.shape[0])
+                loss = loss + self.hparams.rotated_image_weight * rotated
         return loss
+
+    def _swap_rows(self, batch: dict, term: str) -> Tensor:
+        if "swap_valid" not in batch:
+            raise ValueError(
+                f"{term} > 0 needs the captions' swappable relations in the batch: set "
+                "data.relation_swap_negatives true (and data.graph_store)"
+            )
+        return batch["swap_valid"].nonzero().flatten()[: self.hparams.relation_swap_pairs]
+
+    def rotated_image_loss(self, batch: dict, images: EncodedImages, captions: EncodedCaptions, sims: Tensor) -> Optional[Tensor]:
+        """Hinge between each caption's own image and the same image with its boxes rotated by 180
+        degrees, over the captions of :meth:`relation_swap_loss`; ``None`` when none qualifies."""
+        rows = self._swap_rows(batch, "rotated_image_weight")
+        if rows.numel() == 0:
+            return None
+        own = images.index(rows)
+        if own.boxes is None:
+            raise ValueError("rotated_image_weight > 0 needs image boxes (data.require_boxes true and a box-aware image encoder)")
+        rotated = EncodedImages(own.features, own.mask, rotate_boxes(own.boxes), own.extra)
+        negative = self.scorer(rotated, captions.index(rows)).diagonal()
+        return (self.loss.margin - sims[rows, rows] + negative).clamp_min(0).mean()
 
     def relation_swap_loss(self, batch: dict, images: EncodedImages, sims: Tensor) -> Optional[Tensor]:
         """Hinge between each caption and its relation-swapped copy on the caption's own image, over
         the first ``relation_swap_pairs`` captions of the batch that have a swap; ``None`` when none
         has one."""
-        if "swap_token_ids" not in batch:
-            raise ValueError(
-                "relation_swap_weight > 0 needs relation-swapped captions in the batch: set "
-                "data.relation_swap_negatives true (and data.graph_store)"
-            )
-        rows = batch["swap_valid"].nonzero().flatten()[: self.hparams.relation_swap_pairs]
+        rows = self._swap_rows(batch, "relation_swap_weight")
         if rows.numel() == 0:
             return None
         sub = {k: _select(v, rows) for k, v in batch.items()}
