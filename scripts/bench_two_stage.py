@@ -46,67 +46,15 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from lightning.fabric.utilities.apply_func import move_data_to_device
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from kgitm.data.datamodule import PrecompDataModule  # noqa: E402
 from kgitm.eval.ensemble import average_similarity  # noqa: E402
 from kgitm.eval.metrics import evaluate_retrieval  # noqa: E402
 from kgitm.eval.report import write_json  # noqa: E402
 from kgitm.eval.similarity import compute_similarity  # noqa: E402
 from kgitm.eval.two_stage import scores_metrics, two_stage_similarity  # noqa: E402
-from kgitm.lit.cli import KgitmCLI  # noqa: E402
-from kgitm.lit.module import MatchingModule  # noqa: E402
-from kgitm.matchers.base import EncodedCaptions, EncodedImages  # noqa: E402
-
-
-def load_run(config: str, ckpt: str, extra: list[str], device: torch.device) -> tuple[MatchingModule, PrecompDataModule]:
-    """Instantiate a run from its config (as ``kgitm test`` would) and load its checkpoint weights.
-
-    The checkpoint is read with ``weights_only=True``: only tensors and plain containers are
-    unpickled (the hyper-parameters kgitm saves are plain dicts, so Lightning checkpoints load).
-    """
-    argv, sys.argv = sys.argv, sys.argv[:1]  # the CLI parses `args`, not this script's arguments
-    try:
-        cli = KgitmCLI(
-            MatchingModule,
-            PrecompDataModule,
-            run=False,
-            args=["--config", config, *extra],
-            save_config_callback=None,
-            parser_kwargs={"default_env": False},
-        )
-    finally:
-        sys.argv = argv
-    try:
-        state = torch.load(ckpt, map_location="cpu", weights_only=True)["state_dict"]
-    except FileNotFoundError as err:
-        raise SystemExit(f"bench_two_stage: {ckpt}: no such checkpoint; pass the .ckpt written by `kgitm fit`") from err
-    try:
-        cli.model.load_state_dict(state)
-    except RuntimeError as err:
-        first = str(err).splitlines()[1].strip() if len(str(err).splitlines()) > 1 else str(err)
-        raise SystemExit(
-            f"bench_two_stage: {ckpt}: weights do not fit the model of {config} ({first}); pass the "
-            "config (and overrides after --) the checkpoint was trained with"
-        ) from err
-    return cli.model.eval().to(device), cli.datamodule
-
-
-@torch.no_grad()
-def encode_test(model: MatchingModule, dm: PrecompDataModule, device: torch.device) -> tuple[EncodedImages, EncodedCaptions]:
-    """Encode the test split exactly as ``kgitm test`` does (each image once, at its first caption).
-
-    Uses the module's evaluation helpers (``_eval_start/_eval_step/_eval_matrices``), the same code
-    the validation, test and predict loops run; the encodings are returned on the CPU.
-    """
-    model._eval_start()
-    for batch in dm.test_dataloader():
-        model._eval_step(move_data_to_device(batch, device))
-    images, captions = model._eval_matrices()
-    model._eval = {}
-    return images, captions
+from kgitm.lit.load import RunLoadError, encode_test, load_run  # noqa: E402
 
 
 def _sync(device: torch.device) -> None:
@@ -154,8 +102,11 @@ def main(argv: list[str]) -> int:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
 
-    coarse_runs = [load_run(*run, extra, device) for run in args.coarse]
-    expensive, expensive_dm = load_run(*args.expensive, extra, device)
+    try:
+        coarse_runs = [load_run(*run, extra, device) for run in args.coarse]
+        expensive, expensive_dm = load_run(*args.expensive, extra, device)
+    except RunLoadError as err:
+        raise SystemExit(f"bench_two_stage: {err}") from None
     k = int(expensive_dm.hparams.captions_per_image)
     for (_, coarse_dm), (config, _) in zip(coarse_runs, args.coarse):
         if (coarse_dm.root, coarse_dm.hparams.test_split) != (expensive_dm.root, expensive_dm.hparams.test_split):
