@@ -81,3 +81,11 @@ def test_cell_trainer_overrides_survive_the_run_trainer_file(tmp_path, monkeypat
     grid.run_one(spec, {"matcher": "a", "knowledge": "none"}, ["--trainer.max_epochs", "3"], 0, tmp_path / "out")
     fit = calls[0]
     assert fit.index("--trainer") < len(fit) - 1 - fit[::-1].index("--trainer.max_epochs")
+
+
+@pytest.mark.parametrize("path", sorted((Path(__file__).resolve().parents[1] / "configs" / "grid").glob("*.yaml")), ids=lambda p: p.name)
+def test_every_committed_grid_names_existing_configs(path):
+    from kgitm.lit.grid import cells, check_grid
+
+    spec = check_grid(path)
+    assert cells(spec) and spec["seeds"]
