@@ -93,8 +93,8 @@ class GSMNMatcher(Matcher):
             neighbour gets 0.6 to 1 of the largest weight before normalising, so the convolution
             starts close to a plain mean, and Adam at GSMN's learning rate moves a precision by at
             most ``lr`` per step (measured on SynthScenes: still within 0.1 of 1 after 1,400
-            steps). ``(4.0, 4.0)`` makes a kernel span about a quarter of the image in distance and
-            of the circle in angle (``configs/grid/gsmn_geometry_synthscenes.yaml``).
+            steps). With ``(4.0, 4.0)`` a kernel's standard deviation is a quarter of the image side in
+            distance and 45 degrees in angle (``configs/grid/gsmn_geometry_synthscenes.yaml``).
         structure_dim: output size of both structure-level graph convolutions; must be divisible by
             ``num_kernels`` (default ``32``).
         mlp_dim: hidden size of the scoring MLPs (default ``32``).
