@@ -254,3 +254,17 @@ def test_probe_relation_geometry_script_end_to_end(tiny_synthscenes, tmp_path, m
     # a missing checkpoint is a one-line error naming the file
     with pytest.raises(SystemExit, match="last.ckpt: no such checkpoint"):
         probe.main([str(run), "--checkpoint", "last"])
+
+
+def test_swap_settings_without_swap_negatives_warn(tiny_synthscenes):
+    import warnings
+
+    from kgitm.data.datamodule import PrecompDataModule
+
+    with pytest.warns(UserWarning, match="data.relation_swap_negatives true to use them"):
+        PrecompDataModule(str(tiny_synthscenes), swap_predicates=["behind"])
+    with pytest.warns(UserWarning, match="no effect"):
+        PrecompDataModule(str(tiny_synthscenes), symmetric_predicates=["near"])
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message=".*swap_predicates.*")
+        PrecompDataModule(str(tiny_synthscenes))  # the defaults: silent

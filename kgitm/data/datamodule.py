@@ -16,6 +16,7 @@ from typing import Any, Optional, Sequence
 import lightning as L
 import numpy as np
 import torch
+from lightning.pytorch.utilities import rank_zero_warn
 from torch.utils.data import DataLoader, Dataset
 
 from kgitm.data.hard_negatives import SYMMETRIC_PREDICATES, relation_swap
@@ -263,6 +264,11 @@ class PrecompDataModule(L.LightningDataModule):
             raise ValueError("scene_graphs=True needs graph_store (run `kgitm preprocess` first)")
         if relation_swap_negatives and graph_store is None:
             raise ValueError("relation_swap_negatives=True needs graph_store (the parsed captions of `kgitm preprocess`)")
+        if not relation_swap_negatives and (swap_predicates is not None or tuple(symmetric_predicates) != SYMMETRIC_PREDICATES):
+            rank_zero_warn(
+                "data.swap_predicates / data.symmetric_predicates are set but have no effect: they choose the "
+                "relations of the relation-swap negatives; set data.relation_swap_negatives true to use them"
+            )
         if graph_store is not None:
             from kgitm.data.graph_provider import GraphProvider
 
