@@ -113,7 +113,7 @@ def fit_rotation(model, dm, steps: int, lr: float, pairs: int, log_every: int) -
         loss.backward()
         opt.step()
         window.append((loss.item(), (upright > rotated).float().mean().item()))
-        if step % log_every == 0 or step == steps:
+        if (step % log_every == 0 or step == steps) and window:
             hinge, acc = (float(np.mean(v)) for v in zip(*window))
             curve.append({"step": step, "hinge": hinge, "train_rotated": 100 * acc, "seconds": time.perf_counter() - t0})
             print(f"  step {step:5d}  hinge {hinge:.4f}  training-batch rotated accuracy {100 * acc:5.1f}%", flush=True)
@@ -137,13 +137,13 @@ def main(argv: list[str] | None = None) -> int:
     if "--" in argv:
         cut = argv.index("--")
         argv, extra = argv[:cut], argv[cut + 1:]
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("run", type=Path, help="run folder with config.yaml and checkpoints/ (as kgitm grid writes them)")
     ap.add_argument("--checkpoint", default="best", help="checkpoint name under RUN/checkpoints (default: best)")
     ap.add_argument("--fit-rotation", type=int, default=0, metavar="N",
                     help="then train N steps on the rotated-image hinge alone and probe again (default 0: off)")
     ap.add_argument("--lr", type=float, default=3e-3, help="Adam learning rate of --fit-rotation (default 3e-3)")
-    ap.add_argument("--pairs", type=int, default=32, help="captions per batch in the --fit-rotation hinge (default 32)")
+    ap.add_argument("--pairs", type=int, default=32, help="at most this many captions with a swappable relation per batch in the --fit-rotation hinge (default 32)")
     ap.add_argument("--log-every", type=int, default=250, help="steps between --fit-rotation progress lines (default 250)")
     ap.add_argument("--seed", type=int, default=0, help="seed of --fit-rotation's batches (default 0)")
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")

@@ -89,12 +89,13 @@ class GSMNMatcher(Matcher):
         lambda_text_graph: inverse temperature :math:`\lambda_g` of the textual edge weights
             (default ``None``: the same as ``lambda_attention``, as in the authors' code).
         kernel_precision_init: initial precisions :math:`(\tau_\rho, \tau_\theta)` of every
-            Gaussian kernel (default ``(1.0, 1.0)``). Unit precisions make broad kernels: every
-            neighbour gets 0.6 to 1 of the largest weight before normalising, so the convolution
-            starts close to a plain mean, and Adam at GSMN's learning rate moves a precision by at
-            most ``lr`` per step (measured on SynthScenes: still within 0.1 of 1 after 1,400
-            steps). With ``(4.0, 4.0)`` a kernel's standard deviation is a quarter of the image side in
-            distance and 45 degrees in angle (``configs/grid/gsmn_geometry_synthscenes.yaml``).
+            Gaussian kernel (default ``(1.0, 1.0)``). Unit precisions make broad kernels: a
+            neighbour in the opposite direction keeps 61% of the weight of one at the same distance
+            in the kernel's direction, so the convolution starts close to a plain mean; and Adam at
+            GSMN's learning rate moves a precision by at most about ``lr`` per step (measured on
+            SynthScenes: still within 0.1 of 1 after 1,400 steps). With ``(4.0, 4.0)`` a kernel's
+            standard deviation is a quarter of the image side in distance and 45 degrees in angle
+            (``configs/grid/gsmn_geometry_synthscenes.yaml``).
         structure_dim: output size of both structure-level graph convolutions; must be divisible by
             ``num_kernels`` (default ``32``).
         mlp_dim: hidden size of the scoring MLPs (default ``32``).
