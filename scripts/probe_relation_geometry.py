@@ -45,13 +45,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from kgitm.eval.metrics import pairwise_accuracy  # noqa: E402
 from kgitm.eval.report import write_json  # noqa: E402
-from kgitm.graphs.geometry import rotate_boxes  # noqa: E402
 from kgitm.lit.load import RunLoadError, encode_test, load_run  # noqa: E402
-from kgitm.matchers.base import EncodedImages  # noqa: E402
-
-
-def _rotated(images: EncodedImages) -> EncodedImages:
-    return EncodedImages(images.features, images.mask, rotate_boxes(images.boxes), images.extra)
+from kgitm.lit.module import rotated_images  # noqa: E402
 
 
 @torch.no_grad()
@@ -68,7 +63,7 @@ def probe(model, dm) -> dict:
     _, neg = model._encode_loader(diag["negative"])
     s_pos = model._pair_scores(images, index, pos)
     s_neg = model._pair_scores(images, index, neg)
-    s_rot = model._pair_scores(_rotated(images), index, pos)
+    s_rot = model._pair_scores(rotated_images(images), index, pos)
     predicates = [json.loads(line)["triple"][1] for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
     groups: dict[str, list[int]] = defaultdict(list)
     for p, name in enumerate(predicates):
@@ -91,6 +86,7 @@ def probe(model, dm) -> dict:
 def fit_rotation(model, dm, steps: int, lr: float, pairs: int, log_every: int) -> dict:
     """Train all parameters on the rotated-image hinge alone; returns the training-batch curve."""
     model.train()
+    model.hparams.relation_swap_pairs = pairs
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     margin = model.loss.margin
     curve, window, it = [], [], iter(dm.train_dataloader())
@@ -101,13 +97,11 @@ def fit_rotation(model, dm, steps: int, lr: float, pairs: int, log_every: int) -
         except StopIteration:
             it = iter(dm.train_dataloader())
             batch = next(it)
-        rows = batch["swap_valid"].nonzero().flatten()[:pairs]
-        if rows.numel() == 0:
-            continue
         images, captions = model.encode(batch)
-        own, caps = images.index(rows), captions.index(rows)
-        upright = model.scorer(own, caps).diagonal()
-        rotated = model.scorer(_rotated(own), caps).diagonal()
+        scores = model.rotated_image_scores(batch, images, captions)
+        if scores is None:
+            continue
+        upright, rotated = scores
         loss = (margin - upright + rotated).clamp_min(0).mean()
         opt.zero_grad()
         loss.backward()

@@ -23,6 +23,14 @@ from kgitm.losses import ContrastiveLoss
 from kgitm.matchers.base import EncodedCaptions, EncodedImages, Matcher
 
 
+def rotated_images(images: EncodedImages) -> EncodedImages:
+    """The same images with their boxes rotated by 180 degrees (:func:`~kgitm.graphs.geometry.rotate_boxes`):
+    features, masks and ``extra`` unchanged, every pairwise direction reversed."""
+    if images.boxes is None:
+        raise ValueError("rotated images need image boxes (data.require_boxes true and a box-aware image encoder)")
+    return EncodedImages(images.features, images.mask, rotate_boxes(images.boxes), images.extra)
+
+
 def concat_images(parts: list[EncodedImages]) -> EncodedImages:
     """Concatenate encoded image blocks (same region count) along the batch."""
     extra = None
@@ -200,18 +208,28 @@ class MatchingModule(L.LightningModule):
             )
         return batch["swap_valid"].nonzero().flatten()[: self.hparams.relation_swap_pairs]
 
-    def rotated_image_loss(self, batch: dict, images: EncodedImages, captions: EncodedCaptions, sims: Tensor) -> Optional[Tensor]:
-        """Hinge between each caption's own image and the same image with its boxes rotated by 180
-        degrees, over the captions of :meth:`relation_swap_loss`; ``None`` when none qualifies."""
+    def rotated_image_scores(
+        self, batch: dict, images: EncodedImages, captions: EncodedCaptions, sims: Optional[Tensor] = None
+    ) -> Optional[tuple[Tensor, Tensor]]:
+        """Scores ``(S(i, c), S(rot(i), c))`` of the captions of :meth:`relation_swap_loss` on their
+        own image and on that image with its boxes rotated by 180 degrees (:func:`rotated_images`);
+        ``None`` when no caption of the batch qualifies. ``sims`` is the batch's similarity matrix
+        when the caller has it (else the positives are scored here)."""
         rows = self._swap_rows(batch, "rotated_image_weight")
         if rows.numel() == 0:
             return None
-        own = images.index(rows)
-        if own.boxes is None:
-            raise ValueError("rotated_image_weight > 0 needs image boxes (data.require_boxes true and a box-aware image encoder)")
-        rotated = EncodedImages(own.features, own.mask, rotate_boxes(own.boxes), own.extra)
-        negative = self.scorer(rotated, captions.index(rows)).diagonal()
-        return (self.loss.margin - sims[rows, rows] + negative).clamp_min(0).mean()
+        own, caps = images.index(rows), captions.index(rows)
+        positive = self.scorer(own, caps).diagonal() if sims is None else sims[rows, rows]
+        return positive, self.scorer(rotated_images(own), caps).diagonal()
+
+    def rotated_image_loss(self, batch: dict, images: EncodedImages, captions: EncodedCaptions, sims: Tensor) -> Optional[Tensor]:
+        """Hinge ``[m - S(i, c) + S(rot(i), c)]_+`` over :meth:`rotated_image_scores`; ``None`` when
+        no caption qualifies."""
+        scores = self.rotated_image_scores(batch, images, captions, sims)
+        if scores is None:
+            return None
+        positive, negative = scores
+        return (self.loss.margin - positive + negative).clamp_min(0).mean()
 
     def relation_swap_loss(self, batch: dict, images: EncodedImages, sims: Tensor) -> Optional[Tensor]:
         """Hinge between each caption and its relation-swapped copy on the caption's own image, over
