@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from kgitm.data import synthscenes as ss
+from kgitm.data.synthscenes import features, ontology, writer
 from kgitm.data.text import tokenize
 
 WORDNET = Path("/usr/share/wordnet")
@@ -137,11 +138,11 @@ def test_scene_graphs_match_boxes(tiny: Path) -> None:
                 x1, y1, x2, y2 = bbx[i, o["region_index"]]
                 assert abs(o["x"] - x1) <= 1 and abs(o["y"] - y1) <= 1
                 assert abs(o["w"] - (x2 - x1)) <= 1.5 and abs(o["h"] - (y2 - y1)) <= 1.5
-                assert o["names"][0] in ss._CAT_INDEX and set(o["attributes"]) <= set(ss.ATTRIBUTES)
+                assert o["names"][0] in ontology._CAT_INDEX and set(o["attributes"]) <= set(ss.ATTRIBUTES)
             ids = {o["object_id"] for o in g["objects"]}
             for r in g["relationships"]:
                 assert r["subject_id"] in ids and r["object_id"] in ids and r["subject_id"] != r["object_id"]
-                assert r["predicate"] in ss._PRED_INDEX
+                assert r["predicate"] in ontology._PRED_INDEX
 
 
 def test_relation_geometry_consistent_with_boxes(tiny: Path) -> None:
@@ -153,7 +154,7 @@ def test_relation_geometry_consistent_with_boxes(tiny: Path) -> None:
             for r in g["relationships"]:
                 s, o, p = box[r["subject_id"]], box[r["object_id"]], r["predicate"]
                 assert ss.relation_holds(p, s, o), (split, i, r)
-                if not ss.PREDICATES[ss._PRED_INDEX[p]].symmetric:
+                if not ss.PREDICATES[ontology._PRED_INDEX[p]].symmetric:
                     assert not ss.relation_holds(p, o, s), (split, i, r)
                 scx, ocx = (s[0] + s[2]) / 2, (o[0] + o[2]) / 2
                 scy, ocy = (s[1] + s[3]) / 2, (o[1] + o[3]) / 2
@@ -260,7 +261,7 @@ def test_relation_swap_pairs(tiny: Path) -> None:
         pos, neg = tokenize(x["positive"]), tokenize(x["negative"])
         assert pos != neg and sorted(pos) == sorted(neg)
         subj, pred, obj = x["triple"]
-        assert subj != obj and not ss.PREDICATES[ss._PRED_INDEX[pred]].symmetric
+        assert subj != obj and not ss.PREDICATES[ontology._PRED_INDEX[pred]].symmetric
         g = graphs[x["image"]]
         by_id = {o["object_id"]: o for o in g["objects"]}
         match = [r for r in g["relationships"] if r["predicate"] == pred
@@ -293,11 +294,11 @@ def test_relation_appearance_is_direction_free() -> None:
     cfg = ss.make_config("tiny")
     for pred in ss.PREDICATES:
         img = ss.SceneLayout(scene=0, width=500, height=500, objects=[
-            ss.SceneObject(ss._CAT_INDEX["man"], (ss._ATTR_INDEX["tall"],), (0.1, 0.1, 0.4, 0.8)),
-            ss.SceneObject(ss._CAT_INDEX["woman"], (), (0.3, 0.2, 0.6, 0.9)),
-            ss.SceneObject(ss._CAT_INDEX["dog"], (ss._ATTR_INDEX["black"],), (0.6, 0.6, 0.9, 0.9)),
-        ], relations=[(0, ss._PRED_INDEX[pred.name], 1)])
-        swapped = ss.SceneLayout(img.scene, img.width, img.height, img.objects, [(1, ss._PRED_INDEX[pred.name], 0)])
+            ss.SceneObject(ontology._CAT_INDEX["man"], (ontology._ATTR_INDEX["tall"],), (0.1, 0.1, 0.4, 0.8)),
+            ss.SceneObject(ontology._CAT_INDEX["woman"], (), (0.3, 0.2, 0.6, 0.9)),
+            ss.SceneObject(ontology._CAT_INDEX["dog"], (ontology._ATTR_INDEX["black"],), (0.6, 0.6, 0.9, 0.9)),
+        ], relations=[(0, ontology._PRED_INDEX[pred.name], 1)])
+        swapped = ss.SceneLayout(img.scene, img.width, img.height, img.objects, [(1, ontology._PRED_INDEX[pred.name], 0)])
         a = ss.region_layout(img, cfg, np.random.default_rng(3))
         b = ss.region_layout(swapped, cfg, np.random.default_rng(3))
         for f in ("rows", "weights", "noise", "boxes"):
@@ -305,30 +306,30 @@ def test_relation_appearance_is_direction_free() -> None:
         main = a.object_region
         rel_rows = [set(a.rows[main[i], 3:].tolist()) for i in (0, 1)]
         assert rel_rows[0] == rel_rows[1]
-        assert (ss._ROW_PRED + ss._PRED_INDEX[pred.name] in rel_rows[0]) == pred.semantic
+        assert (features._ROW_PRED + ontology._PRED_INDEX[pred.name] in rel_rows[0]) == pred.semantic
 
 
 def test_attribute_binds_to_its_object_only() -> None:
     cfg = ss.make_config("tiny")
-    img = ss.SceneLayout(0, 500, 500, [ss.SceneObject(0, (ss._ATTR_INDEX["tall"],), (0.1, 0.1, 0.4, 0.8)),
-                                       ss.SceneObject(4, (ss._ATTR_INDEX["black"],), (0.5, 0.5, 0.9, 0.9))], [])
+    img = ss.SceneLayout(0, 500, 500, [ss.SceneObject(0, (ontology._ATTR_INDEX["tall"],), (0.1, 0.1, 0.4, 0.8)),
+                                       ss.SceneObject(4, (ontology._ATTR_INDEX["black"],), (0.5, 0.5, 0.9, 0.9))], [])
     reg = ss.region_layout(img, cfg, np.random.default_rng(0))
     attr_of = {int(r[0]): set(r[1:3].tolist()) for r, w in zip(reg.rows, reg.weights) if r[0] in (0, 4) and w[0] > 0.5}
-    assert ss._ROW_ATTR + ss._ATTR_INDEX["tall"] in attr_of[0] and ss._ROW_ATTR + ss._ATTR_INDEX["black"] not in attr_of[0]
-    assert ss._ROW_ATTR + ss._ATTR_INDEX["black"] in attr_of[4] and ss._ROW_ATTR + ss._ATTR_INDEX["tall"] not in attr_of[4]
+    assert features._ROW_ATTR + ontology._ATTR_INDEX["tall"] in attr_of[0] and features._ROW_ATTR + ontology._ATTR_INDEX["black"] not in attr_of[0]
+    assert features._ROW_ATTR + ontology._ATTR_INDEX["black"] in attr_of[4] and features._ROW_ATTR + ontology._ATTR_INDEX["tall"] not in attr_of[4]
 
 
 def test_features_are_the_vectorised_prototype_sums() -> None:
     cfg = ss.make_config("tiny", feature_noise=0.0)
-    protos = ss._prototypes(cfg, np.random.default_rng(0))
+    protos = features._prototypes(cfg, np.random.default_rng(0))
     rng = np.random.default_rng(1)
-    rows = rng.integers(0, protos.shape[0], size=(3, cfg.regions, ss._SLOTS))
+    rows = rng.integers(0, protos.shape[0], size=(3, cfg.regions, features._SLOTS))
     weights = rng.uniform(0, 1, size=rows.shape).astype(np.float32)
-    out = ss._render_features(rows, weights, np.ones(rows.shape[:2], np.float32), protos, cfg, rng)
+    out = features._render_features(rows, weights, np.ones(rows.shape[:2], np.float32), protos, cfg, rng)
     ref = np.zeros_like(out)
     for n in range(3):
         for r in range(cfg.regions):
-            for s in range(ss._SLOTS):
+            for s in range(features._SLOTS):
                 ref[n, r] += weights[n, r, s] * protos[rows[n, r, s]]
     np.testing.assert_allclose(out, ref, atol=1e-6)
 
@@ -381,7 +382,7 @@ def test_failure_leaves_no_temp_folder(tmp_path: Path, monkeypatch) -> None:
     def boom(*args, **kwargs):
         raise RuntimeError("simulated failure")
 
-    monkeypatch.setattr(ss, "_render_features", boom)
+    monkeypatch.setattr(writer, "_render_features", boom)  # the name generate() looks up
     with pytest.raises(RuntimeError, match="simulated"):
         ss.generate(tmp_path / "x", preset="tiny")
     assert list(tmp_path.iterdir()) == []
