@@ -1,9 +1,13 @@
 """kgitm: scene-graph and knowledge-augmented image-text matching.
 
-The package follows the pipeline of the field:
-``data`` (precomputed region features, captions, SynthScenes) -> ``graphs`` (text and visual
-graphs) -> ``knowledge`` (concept graphs) -> ``encoders`` -> ``matchers`` -> ``eval``.
-``lit`` holds the Lightning glue and ``cli`` the command-line entry points.
+The packages follow the pipeline of the field, each importing only the ones before it
+(``docs/architecture.md``):
+
+``core`` (containers, tokeniser, file helpers, lemma table, WordNet reader) -> ``data`` (precomputed
+region features and captions, SynthScenes) -> ``graphs`` (text and visual graphs, graph stores) ->
+``knowledge`` (concept graphs) -> ``pipeline`` (typed batches) -> ``encoders`` -> ``matchers`` ->
+``eval`` (exact metrics, block-wise similarity) -> ``models`` (:class:`~kgitm.models.MatchingModel`,
+loss terms) -> ``lit`` (the Lightning task and data module) -> ``cli`` (the ``kgitm`` commands).
 """
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

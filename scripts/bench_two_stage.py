@@ -51,10 +51,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from kgitm.eval.ensemble import average_similarity  # noqa: E402
 from kgitm.eval.metrics import evaluate_retrieval  # noqa: E402
-from kgitm.eval.report import write_json  # noqa: E402
+from kgitm.core.io import atomic_write_json as write_json  # noqa: E402
 from kgitm.eval.similarity import compute_similarity  # noqa: E402
 from kgitm.eval.two_stage import scores_metrics, two_stage_similarity  # noqa: E402
-from kgitm.lit.load import RunLoadError, encode_test, load_run  # noqa: E402
+from kgitm.cli.runs import RunLoadError, encode_test, load_run  # noqa: E402
 
 
 def _sync(device: torch.device) -> None:
@@ -115,23 +115,26 @@ def main(argv: list[str]) -> int:
                 f"{expensive_dm.root}/{expensive_dm.hparams.test_split}); point all runs at the same --data.root"
             )
 
-    coarse_enc, coarse_encode_s = _timed(lambda: [encode_test(model, dm, device) for model, dm in coarse_runs], device)
-    (e_img, e_cap), expensive_encode_s = _timed(lambda: encode_test(expensive, expensive_dm, device), device)
+    coarse_enc, coarse_encode_s = _timed(
+        lambda: [(e.images, e.captions) for e in (encode_test(model, dm, device) for model, dm in coarse_runs)], device
+    )
+    expensive_split, expensive_encode_s = _timed(lambda: encode_test(expensive, expensive_dm, device), device)
+    e_img, e_cap = expensive_split.images, expensive_split.captions
     n, m = len(e_img), len(e_cap)
     for (c_img, c_cap), (config, _) in zip(coarse_enc, args.coarse):
         if (len(c_img), len(c_cap)) != (n, m):
             raise SystemExit(f"bench_two_stage: {config} encodes {len(c_img)}x{len(c_cap)}, expensive {n}x{m}; use the same test split")
 
     budget = args.memory_budget_mb
-    # the module's scorer when it has one (matcher fused with a knowledge consensus), else its matcher
-    expensive_matcher = getattr(expensive, "scorer", expensive.matcher)
+    # the model's scorer: its matcher, fused with a knowledge consensus when it has one
+    expensive_matcher = expensive.model.scorer
     exhaustive_sims, exhaustive_s = _timed(
         lambda: compute_similarity(expensive_matcher, e_img, e_cap, memory_budget_mb=budget), device
     )
     exhaustive = evaluate_retrieval(exhaustive_sims.numpy(), k)
     def coarse_matrix() -> torch.Tensor:
         sims = [
-            compute_similarity(getattr(model, "scorer", model.matcher), c_img, c_cap, memory_budget_mb=budget).numpy()
+            compute_similarity(model.model.scorer, c_img, c_cap, memory_budget_mb=budget).numpy()
             for (model, _), (c_img, c_cap) in zip(coarse_runs, coarse_enc)
         ]
         return torch.from_numpy(sims[0] if len(sims) == 1 else average_similarity(sims))

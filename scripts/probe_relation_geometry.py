@@ -7,7 +7,7 @@ image), reports per predicate and overall:
 - ``swap``: percent of pairs where the true caption outscores its swap on the image (the grid's
   ``relation_swap_acc``);
 - ``rotated``: percent of pairs where the true caption scores higher on its own image than on the
-  same image with the boxes rotated by 180 degrees (:func:`kgitm.graphs.geometry.rotate_boxes`;
+  same image with the boxes rotated by 180 degrees (:func:`kgitm.core.geometry.rotate_boxes`;
   every directional relation is false there, the region features are unchanged). A matcher that
   ignores boxes ties every pair (``rotated_ties``) and scores 0; one that uses directions the
   caption states scores near 100;
@@ -43,27 +43,29 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from kgitm.cli.runs import RunLoadError, encode_test, load_run  # noqa: E402
+from kgitm.core.io import atomic_write_json as write_json  # noqa: E402
+from kgitm.core.types import rotated_images  # noqa: E402
 from kgitm.eval.metrics import pairwise_accuracy  # noqa: E402
-from kgitm.eval.report import write_json  # noqa: E402
-from kgitm.lit.load import RunLoadError, encode_test, load_run  # noqa: E402
-from kgitm.lit.module import rotated_images  # noqa: E402
+from kgitm.models.losses import RotatedImageHinge  # noqa: E402
+from kgitm.models.matching import BatchOutput  # noqa: E402
 
 
 @torch.no_grad()
 def probe(model, dm) -> dict:
     """Per-predicate swap and rotation accuracies on the test split's relation-swap pairs."""
-    images, _ = encode_test(model, dm)
+    images = encode_test(model, dm).images
     if images.boxes is None:
         raise SystemExit("probe_relation_geometry: the run's images have no boxes; set data.require_boxes true")
-    diag = dm.diagnostic_sets().get("relation_swap")
+    diag = dm.diagnostic_loaders().get("relation_swap")
     path = Path(dm.root) / "diagnostics" / f"{dm.hparams.test_split}_relation_swap.jsonl"
     if diag is None:
         raise SystemExit(f"probe_relation_geometry: {path}: no relation-swap pairs; generate SynthScenes with `kgitm synthscenes`")
-    index, pos = model._encode_loader(diag["positive"])
-    _, neg = model._encode_loader(diag["negative"])
-    s_pos = model._pair_scores(images, index, pos)
-    s_neg = model._pair_scores(images, index, neg)
-    s_rot = model._pair_scores(rotated_images(images), index, pos)
+    index, pos = model.model.encode_caption_set(diag["positive"])
+    _, neg = model.model.encode_caption_set(diag["negative"])
+    s_pos = model.model.pair_scores(images, index, pos)
+    s_neg = model.model.pair_scores(images, index, neg)
+    s_rot = model.model.pair_scores(rotated_images(images), index, pos)
     predicates = [json.loads(line)["triple"][1] for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
     groups: dict[str, list[int]] = defaultdict(list)
     for p, name in enumerate(predicates):
@@ -86,9 +88,8 @@ def probe(model, dm) -> dict:
 def fit_rotation(model, dm, steps: int, lr: float, pairs: int, log_every: int) -> dict:
     """Train all parameters on the rotated-image hinge alone; returns the training-batch curve."""
     model.train()
-    model.hparams.relation_swap_pairs = pairs
+    term = RotatedImageHinge(pairs=pairs, margin=model.term("retrieval").margin)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
-    margin = model.loss.margin
     curve, window, it = [], [], iter(dm.train_dataloader())
     t0 = time.perf_counter()
     for step in range(1, steps + 1):
@@ -97,12 +98,12 @@ def fit_rotation(model, dm, steps: int, lr: float, pairs: int, log_every: int) -
         except StopIteration:
             it = iter(dm.train_dataloader())
             batch = next(it)
-        images, captions = model.encode(batch)
-        scores = model.rotated_image_scores(batch, images, captions)
+        out = BatchOutput(model.model.encode_images(batch.images), model.model.encode_captions(batch.captions), None)
+        scores = term.scores(model.model, batch, out)
         if scores is None:
             continue
         upright, rotated = scores
-        loss = (margin - upright + rotated).clamp_min(0).mean()
+        loss = (term.margin - upright + rotated).clamp_min(0).mean()
         opt.zero_grad()
         loss.backward()
         opt.step()

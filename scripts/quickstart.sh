@@ -21,7 +21,7 @@ run() {  # run NAME CONFIG EXTRA...: fit, then test the best checkpoint (the tes
 }
 run vsepp configs/experiment/quickstart_vsepp.yaml
 run sgm_wordnet configs/experiment/quickstart_sgm_wordnet.yaml \
-  --model.matcher.init_args.embed_dim 256 --model.knowledge configs/knowledge/wordnet.yaml
+  --model.knowledge configs/knowledge/wordnet.yaml
 echo
 echo "== SynthScenes test: VSE++ baseline vs SGM + WordNet knowledge =="
 "$kgitm" compare runs/quickstart/vsepp/test_results.json runs/quickstart/sgm_wordnet/test_results.json \

@@ -36,8 +36,7 @@ callbacks:
         "--trainer", str(trainer),
         "--data.root", str(data),
         "--data.batch_size", "32",
-        "--model.image_encoder.init_args.embed_dim", "64",
-        "--model.text_encoder.init_args.embed_dim", "64",
+        "--model.embed_dim", "64",
         "--model.text_encoder.init_args.word_dim", "32",
     ]
 
@@ -101,8 +100,8 @@ def test_help_lists_every_command(capsys):
 
 
 def test_fit_with_concept_features_from_the_text_encoder(tiny_synthscenes, tmp_path, monkeypatch):
-    from kgitm.knowledge.builder import main as build_concepts
-    from kgitm.lit.cli import run_lightning_cli
+    from kgitm.cli.build_concepts import main as build_concepts
+    from kgitm.cli.lightning import run_lightning_cli
 
     if not Path(os.environ.get("KGITM_WORDNET_DIR", "/usr/share/wordnet"), "index.noun").exists():
         pytest.skip("WordNet files not found (apt-get install wordnet-base wordnet-sense-index)")
@@ -120,4 +119,4 @@ def test_fit_with_concept_features_from_the_text_encoder(tiny_synthscenes, tmp_p
     feats, known = enc.embed_words(k.concepts)
     assert known.all() and torch.equal(k.concept_features(), feats)  # still tied to the trained table
     state = torch.load(out / "ckpt" / "last.ckpt", map_location="cpu", weights_only=False)["state_dict"]
-    assert "knowledge.gcn1.weight" in state and not any(key.startswith("knowledge.") and "embed" in key for key in state)
+    assert "model.knowledge.gcn1.weight" in state and not any(key.startswith("model.knowledge.") and "embed" in key for key in state)

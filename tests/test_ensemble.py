@@ -113,8 +113,7 @@ callbacks:
     shared = [
         "--trainer", str(trainer),
         "--data.root", str(tiny_synthscenes),
-        "--model.image_encoder.init_args.embed_dim", "32",
-        "--model.text_encoder.init_args.embed_dim", "32",
+        "--model.embed_dim", "32",
         "--model.text_encoder.init_args.word_dim", "32",
     ]
     ckpts = []

@@ -18,7 +18,8 @@ from kgitm.eval.metrics import (
     recall_metrics,
     retrieval_ranks,
 )
-from kgitm.eval.report import format_markdown_table, format_retrieval_table, write_json
+from kgitm.core.io import atomic_write_json as write_json
+from kgitm.eval.report import format_markdown_table, format_retrieval_table
 
 
 def _naive_ranks(sims: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:

@@ -1,11 +1,11 @@
-"""Shared tensor helpers (kgitm.nn.functional) against plain formulas."""
+"""Shared tensor helpers (kgitm.core.functional) against plain formulas."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from kgitm.nn.functional import l2norm, masked_softmax, scratch_mul
+from kgitm.core.functional import l2norm, masked_softmax, scratch_mul
 
 
 @pytest.mark.parametrize("dim", [0, 1, 2, -1, -2])

@@ -13,8 +13,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from kgitm.data.text import tokenize
-from kgitm.graphs import preprocess
+from kgitm.core.text import tokenize
+from kgitm.cli import preprocess
+from kgitm.graphs import preprocess as preprocess_lib
 from kgitm.graphs.preprocess import PreprocessConfig, parser_provenance, read_captions, run
 from kgitm.graphs.store import GraphStore, StaleStoreError, VisualGraphStore
 from kgitm.graphs.types import DependencyGraph, ParsedCaption, SceneGraph, SGObject
@@ -240,7 +241,7 @@ def test_killed_job_resumes_byte_identical(data_root, tmp_path, monkeypatch):
     run(_cfg(data_root, clean), parser=FakeParser())
 
     resumed = tmp_path / "resumed"
-    real_write = preprocess._write_chunk
+    real_write = preprocess_lib._write_chunk
     written = []
 
     def dying_write(path, header, parsed):
@@ -249,12 +250,12 @@ def test_killed_job_resumes_byte_identical(data_root, tmp_path, monkeypatch):
         real_write(path, header, parsed)
         written.append(path.name)
 
-    monkeypatch.setattr(preprocess, "_write_chunk", dying_write)
+    monkeypatch.setattr(preprocess_lib, "_write_chunk", dying_write)
     with pytest.raises(KeyboardInterrupt):
         run(_cfg(data_root, resumed), parser=FakeParser())
     assert not (resumed / "test" / "text" / "graphs.pt").exists()
     assert sorted(p.name for p in (resumed / "test" / "text.work").glob("chunk-*")) == written
-    monkeypatch.setattr(preprocess, "_write_chunk", real_write)
+    monkeypatch.setattr(preprocess_lib, "_write_chunk", real_write)
 
     parser = FakeParser()
     (s,) = run(_cfg(data_root, resumed), parser=parser)
@@ -355,7 +356,7 @@ def test_preprocess_reads_neural_motifs_predictions(tmp_path):
     """SGM on predicted scene graphs: a Neural-Motifs-style file becomes the split's visual store."""
     import json
 
-    from kgitm.graphs.preprocess import main as preprocess
+    from kgitm.cli.preprocess import main as preprocess
     from kgitm.graphs.store import VisualGraphStore
 
     pytest.importorskip("kgitm.graphs.text_parser")

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from kgitm.lit import grid
+from kgitm.cli import grid
 
 
 def _spec(tmp_path: Path) -> Path:
@@ -85,7 +85,7 @@ def test_cell_trainer_overrides_survive_the_run_trainer_file(tmp_path, monkeypat
 
 @pytest.mark.parametrize("path", sorted((Path(__file__).resolve().parents[1] / "configs" / "grid").glob("*.yaml")), ids=lambda p: p.name)
 def test_every_committed_grid_names_existing_configs(path):
-    from kgitm.lit.grid import cells, check_grid
+    from kgitm.cli.grid import cells, check_grid
 
     spec = check_grid(path)
     assert cells(spec) and spec["seeds"]

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from kgitm.data.hard_negatives import relation_swap
+from kgitm.pipeline.hard_negatives import relation_swap
 from kgitm.graphs.types import SceneGraph, SGObject
 
 REPO = Path(__file__).resolve().parents[1]
@@ -52,20 +52,25 @@ def _module(weight: float, matcher=None, rotated: float = 0.0):
     from kgitm.encoders.text import BiGRUTextEncoder
     from kgitm.lit.module import MatchingModule
     from kgitm.matchers.global_embedding import GlobalEmbeddingMatcher
+    from kgitm.models.losses import RelationSwapHinge, RetrievalHinge, RotatedImageHinge
 
     torch.manual_seed(0)
+    terms = [RetrievalHinge()]
+    if weight > 0:
+        terms.append(RelationSwapHinge(weight, pairs=2))
+    if rotated > 0:
+        terms.append(RotatedImageHinge(rotated, pairs=2))
     return MatchingModule(
         RegionEncoder(feature_dim=8, embed_dim=16),
         BiGRUTextEncoder(vocab_size=20, word_dim=8, embed_dim=16),
         matcher if matcher is not None else GlobalEmbeddingMatcher(),
-        relation_swap_weight=weight,
-        relation_swap_pairs=2,
-        rotated_image_weight=rotated,
+        loss=terms,
+        embed_dim=16,
     )
 
 
 def test_rotate_boxes_reverses_every_direction():
-    from kgitm.graphs.geometry import polar_pseudo_coordinates, rotate_boxes
+    from kgitm.core.geometry import polar_pseudo_coordinates, rotate_boxes
 
     x, y = torch.rand(2, 5, 2).sort(-1).values, torch.rand(2, 5, 2).sort(-1).values
     boxes = torch.stack([x[..., 0], y[..., 0], x[..., 1], y[..., 1]], -1)
@@ -80,63 +85,60 @@ def test_rotate_boxes_reverses_every_direction():
 
 
 def test_rotated_image_term_is_the_hinge_against_the_rotated_boxes():
-    from kgitm.graphs.geometry import rotate_boxes
-    from kgitm.matchers.base import EncodedImages
+    from kgitm.core.geometry import rotate_boxes
+    from kgitm.core.types import EncodedImages
     from kgitm.matchers.gsmn import GSMNMatcher
 
     module = _module(0.0, GSMNMatcher("dense", num_blocks=4, num_kernels=4, structure_dim=8, mlp_dim=8), rotated=1.0)
-    batch = _batch()
     g = torch.Generator().manual_seed(2)
     corners = torch.rand(3, 4, 2, 2, generator=g).sort(-2).values  # (x1 <= x2, y1 <= y2)
-    batch["boxes"] = corners.transpose(-1, -2).flatten(-2)
-    images, captions = module.encode(batch)
-    assert images.boxes is not None
-    sims = module.scorer(images, captions)
-    got = module.rotated_image_loss(batch, images, captions, sims)
+    batch = _batch(boxes=corners.transpose(-1, -2).flatten(-2))
+    out = module.model(batch)
+    assert out.images.boxes is not None
+    got = module.term("rotated_image")(module.model, batch, out, epoch=0)
     rows = [1, 2]
-    rotated = EncodedImages(images.features, images.mask, rotate_boxes(images.boxes))
-    s_rot = module.scorer(rotated, captions)
-    want = sum(max(0.0, 0.2 - float(sims[r, r]) + float(s_rot[r, r])) for r in rows) / len(rows)
+    rotated = EncodedImages(out.images.features, out.images.mask, rotate_boxes(out.images.boxes))
+    s_rot = module.model.score(rotated, out.captions)
+    want = sum(max(0.0, 0.2 - float(out.sims[r, r]) + float(s_rot[r, r])) for r in rows) / len(rows)
     assert got.item() == pytest.approx(want, abs=1e-6)
-    assert float(s_rot[1, 1]) != pytest.approx(float(sims[1, 1]), abs=1e-7)  # GSMN sees the boxes
+    assert float(s_rot[1, 1]) != pytest.approx(float(out.sims[1, 1]), abs=1e-7)  # GSMN sees the boxes
     module.training_step(batch, 0).backward()
     assert module.matcher.kernel_mean.grad is not None and module.matcher.kernel_mean.grad.abs().sum() > 0
-    with pytest.raises(ValueError, match="rotated_image_weight > 0 needs .* data.relation_swap_negatives true"):
-        module.training_step(dict(_batch(with_swaps=False), boxes=batch["boxes"]), 0)
-    with pytest.raises(ValueError, match="rotated_image_weight must be >= 0"):
-        _module(0.0, rotated=-1.0)
+    with pytest.raises(ValueError, match="RotatedImageHinge needs .* data.relation_swap_negatives true"):
+        module.training_step(_batch(with_swaps=False, boxes=batch.images.boxes), 0)
+    from kgitm.models.losses import RotatedImageHinge
+
+    with pytest.raises(ValueError, match="weight must be >= 0"):
+        RotatedImageHinge(-1.0)
 
 
-def _batch(with_swaps: bool = True) -> dict:
+def _batch(with_swaps: bool = True, boxes=None):
+    from kgitm.core.batch import Batch, CaptionInputs, ImageInputs
+
     g = torch.Generator().manual_seed(1)
     token_ids = torch.randint(2, 20, (3, 5), generator=g)
-    batch = {
-        "images": torch.randn(3, 4, 8, generator=g),
-        "region_mask": torch.ones(3, 4, dtype=torch.bool),
-        "token_ids": token_ids,
-        "word_mask": torch.ones(3, 5, dtype=torch.bool),
-        "lengths": torch.full((3,), 5),
-        "words": [["w"] * 5 for _ in range(3)],
-        "image_index": torch.arange(3),
-        "caption_index": torch.arange(3),
-    }
+    words = [["w"] * 5 for _ in range(3)]
+    captions = CaptionInputs(token_ids, torch.ones(3, 5, dtype=torch.bool), torch.full((3,), 5), words)
+    batch = Batch(
+        images=ImageInputs(torch.randn(3, 4, 8, generator=g), torch.ones(3, 4, dtype=torch.bool), boxes=boxes),
+        captions=captions, image_index=torch.arange(3), caption_index=torch.arange(3),
+    )
     if with_swaps:
         swap = token_ids.clone()
         swap[:, [0, 3]] = swap[:, [3, 0]]
-        batch.update(swap_token_ids=swap, swap_words=batch["words"], swap_valid=torch.tensor([False, True, True]))
+        batch.swapped = CaptionInputs(swap, captions.word_mask, captions.lengths, words)
+        batch.swap_valid = torch.tensor([False, True, True])
     return batch
 
 
 def test_loss_term_equals_the_hinge_on_the_swapped_pairs_and_trains_the_encoders():
     module = _module(1.0)
     batch = _batch()
-    images, captions = module.encode(batch)
-    sims = module.scorer(images, captions)
-    got = module.relation_swap_loss(batch, images, sims)
-    rows = [1, 2]  # captions with a swap (at most relation_swap_pairs of them)
-    swapped = dict(batch, token_ids=batch["swap_token_ids"])
-    s_swap = module.scorer(images, module.encode_captions(swapped))
-    want = sum(max(0.0, 0.2 - float(sims[r, r]) + float(s_swap[r, r])) for r in rows) / len(rows)
+    out = module.model(batch)
+    got = module.term("relation_swap")(module.model, batch, out, epoch=0)
+    rows = [1, 2]  # captions with a swap (at most `pairs` of them)
+    s_swap = module.model.score(out.images, module.model.encode_captions(batch.swapped))
+    want = sum(max(0.0, 0.2 - float(out.sims[r, r]) + float(s_swap[r, r])) for r in rows) / len(rows)
     assert got.item() == pytest.approx(want, abs=1e-6)
     module.training_step(batch, 0).backward()
     assert module.text_encoder.embed.weight.grad is not None
@@ -149,40 +151,46 @@ def test_loss_term_without_swapped_captions_is_a_clear_error():
     assert torch.isfinite(_module(0.0).training_step(_batch(with_swaps=False), 0))  # off: not needed
 
 
-def test_bad_relation_swap_settings_are_refused():
-    from kgitm.encoders.image import RegionEncoder
-    from kgitm.encoders.text import BiGRUTextEncoder
-    from kgitm.lit.module import MatchingModule
-    from kgitm.matchers.global_embedding import GlobalEmbeddingMatcher
+def test_sum_reduction_weighs_each_pair_like_a_caption():
+    from kgitm.models.losses import RelationSwapHinge
 
-    parts = (RegionEncoder(feature_dim=8, embed_dim=16), BiGRUTextEncoder(vocab_size=20, word_dim=8, embed_dim=16),
-             GlobalEmbeddingMatcher())
-    with pytest.raises(ValueError, match="relation_swap_pairs >= 1"):
-        MatchingModule(*parts, relation_swap_weight=1.0, relation_swap_pairs=0)
-    with pytest.raises(ValueError, match="relation_swap_weight must be >= 0"):
-        MatchingModule(*parts, relation_swap_weight=-1.0)
+    module = _module(1.0)
+    batch = _batch()
+    out = module.model(batch)
+    mean = module.term("relation_swap")(module.model, batch, out, epoch=0)
+    total = RelationSwapHinge(pairs=2, reduction="sum")(module.model, batch, out, epoch=0)
+    assert total.item() == pytest.approx(2 * mean.item(), abs=1e-6)
+
+
+def test_bad_relation_swap_settings_are_refused():
+    from kgitm.models.losses import RelationSwapHinge
+
+    with pytest.raises(ValueError, match="pairs must be >= 1"):
+        RelationSwapHinge(1.0, pairs=0)
+    with pytest.raises(ValueError, match="weight must be >= 0"):
+        RelationSwapHinge(-1.0)
 
 
 @pytest.mark.slow
 def test_fit_with_relation_swap_negatives_through_the_cli(tiny_synthscenes, tmp_path, monkeypatch):
     """Parse tiny SynthScenes into a graph store, check the batches carry real swaps, and fit."""
-    from kgitm.data.datamodule import PrecompDataModule
-    from kgitm.graphs import preprocess
-    from kgitm.lit.cli import run_lightning_cli
+    from kgitm.cli import preprocess
+    from kgitm.cli.lightning import run_lightning_cli
+    from kgitm.lit.datamodule import PrecompDataModule
 
     graphs = tmp_path / "graphs"
     assert preprocess.main(["--data-root", str(tiny_synthscenes), "--splits", "train", "dev", "test",
                             "--out", str(graphs), "--progress", "false"]) == 0
     dm = PrecompDataModule(str(tiny_synthscenes), graph_store=str(graphs), relation_swap_negatives=True, batch_size=64)
     batch = next(iter(dm.train_dataloader()))
-    valid = batch["swap_valid"]
+    valid = batch.swap_valid
     assert valid.float().mean() > 0.3  # most SynthScenes captions have an asymmetric relation
     for b in valid.nonzero().flatten().tolist():
-        words, swapped = batch["words"][b], batch["swap_words"][b]
+        words, swapped = batch.captions.words[b], batch.swapped.words[b]
         assert sorted(words) == sorted(swapped) and words != swapped  # same words, other order
         changed = [i for i, (w, s) in enumerate(zip(words, swapped)) if w != s]
-        assert len(changed) >= 2 and torch.equal(batch["swap_token_ids"][b, changed[0]], batch["token_ids"][b, changed[-1]])
-    assert "swap_token_ids" not in next(iter(dm.val_dataloader()))  # training captions only
+        assert len(changed) >= 2 and torch.equal(batch.swapped.token_ids[b, changed[0]], batch.captions.token_ids[b, changed[-1]])
+    assert next(iter(dm.val_dataloader())).swapped is None  # training captions only
 
     monkeypatch.chdir(tmp_path)
     out = tmp_path / "run"
@@ -191,9 +199,8 @@ def test_fit_with_relation_swap_negatives_through_the_cli(tiny_synthscenes, tmp_
     cli = run_lightning_cli([
         "fit", "--config", str(REPO / "configs/experiment/gsmn_sparse_synthscenes.yaml"), "--trainer", str(trainer),
         "--data.root", str(tiny_synthscenes), "--data.graph_store", str(graphs), "--data.batch_size", "16",
-        "--data.relation_swap_negatives", "true", "--model.relation_swap_weight", "1.0",
-        "--model.image_encoder.init_args.embed_dim", "32", "--model.text_encoder.init_args.embed_dim", "32",
-        "--model.text_encoder.init_args.word_dim", "16",
+        "--data.relation_swap_negatives", "true", f"--model.loss+={REPO / 'configs/loss/relation_swap.yaml'}",
+        "--model.embed_dim", "32", "--model.text_encoder.init_args.word_dim", "16",
         "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "2", "--trainer.limit_val_batches", "1",
     ])
     logged = cli.trainer.callback_metrics
@@ -207,8 +214,8 @@ def test_probe_relation_geometry_script_end_to_end(tiny_synthscenes, tmp_path, m
     import importlib.util
     import json
 
-    from kgitm.graphs import preprocess
-    from kgitm.lit.cli import run_lightning_cli
+    from kgitm.cli import preprocess
+    from kgitm.cli.lightning import run_lightning_cli
 
     graphs = tmp_path / "graphs"
     assert preprocess.main(["--data-root", str(tiny_synthscenes), "--splits", "train", "dev", "test",
@@ -222,12 +229,11 @@ def test_probe_relation_geometry_script_end_to_end(tiny_synthscenes, tmp_path, m
         "callbacks:\n  - class_path: lightning.pytorch.callbacks.ModelCheckpoint\n"
         f"    init_args: {{dirpath: {run / 'checkpoints'}, filename: best}}\n"
     )
-    size = ["--model.image_encoder.init_args.embed_dim", "32", "--model.text_encoder.init_args.embed_dim", "32",
-            "--model.text_encoder.init_args.word_dim", "16"]
+    size = ["--model.embed_dim", "32", "--model.text_encoder.init_args.word_dim", "16"]
     cli = run_lightning_cli([
         "fit", "--config", str(REPO / "configs/experiment/gsmn_sparse_synthscenes.yaml"), "--trainer", str(trainer),
         "--data.root", str(tiny_synthscenes), "--data.graph_store", str(graphs), "--data.batch_size", "16",
-        "--data.relation_swap_negatives", "true", "--model.rotated_image_weight", "1.0",
+        "--data.relation_swap_negatives", "true", f"--model.loss+={REPO / 'configs/loss/rotated_image.yaml'}",
         "--model.matcher.init_args.kernel_precision_init", "[4.0, 4.0]", *size,
         "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "2", "--trainer.limit_val_batches", "1",
     ])
@@ -259,7 +265,7 @@ def test_probe_relation_geometry_script_end_to_end(tiny_synthscenes, tmp_path, m
 def test_swap_settings_without_swap_negatives_warn(tiny_synthscenes):
     import warnings
 
-    from kgitm.data.datamodule import PrecompDataModule
+    from kgitm.lit.datamodule import PrecompDataModule
 
     with pytest.warns(UserWarning, match="data.relation_swap_negatives true to use them"):
         PrecompDataModule(str(tiny_synthscenes), swap_predicates=["behind"])

@@ -24,13 +24,15 @@ from kgitm.knowledge import (
     UnionKnowledge,
     WordNetKnowledge,
 )
+from kgitm.core.text import tokenize
+from kgitm.knowledge.base import unmapped_words
 from kgitm.knowledge.builder import build_concepts
-from kgitm.knowledge.builder import main as build_main
+from kgitm.cli.build_concepts import main as build_main
 from kgitm.knowledge.conceptnet import iter_assertions
 from kgitm.knowledge.corpus import EmptyCorpusError, count_cooccurrences, read_captions
 from kgitm.knowledge.cvse_adjacency import cvse_normalize, cvse_normalize_file
 from kgitm.knowledge.safe_pickle import CorruptPickleError, UnsafePickleError, safe_load, safe_loads
-from kgitm.knowledge.wordnet import WordNet, WordNetNotFoundError
+from kgitm.core.wordnet import WordNet, WordNetNotFoundError
 
 sys.path.insert(0, str(Path(__file__).parent))
 from conftest import shared_data_dir  # noqa: E402
@@ -269,7 +271,8 @@ def test_cooccurrence_source_from_caption_file(tmp_path: Path) -> None:
     g = src.concept_graph()
     assert g.provenance["missing_concepts"] == ["zebra"] and g.dense().shape == (4, 4)
     assert torch.isfinite(g.dense()).all()
-    assert src.unmapped["the"] > 0 and "dogs" not in src.unmapped
+    unmapped = unmapped_words(src, [t for c in CAPTIONS for t in tokenize(c)])
+    assert unmapped["the"] > 0 and "dogs" not in unmapped
 
 
 # ---- builder -----------------------------------------------------------------------------------
@@ -473,7 +476,7 @@ def test_cvse_knowledge_released_graph(cvse_dir: Path) -> None:
     np.testing.assert_array_equal(g.dense().numpy(), cvse_normalize_file(next(cvse_dir.glob("*_adj_concepts.pkl"))))
     hits = src.concepts_for_words(["man", "men", "xyzzyq"])
     assert hits[0] == [g.index["man"]] and hits[1] == [g.index["men"]] and hits[2] == []
-    assert src.unmapped["xyzzyq"] == 1
+    assert unmapped_words(src, ["man", "men", "xyzzyq"])["xyzzyq"] == 1
 
 
 def test_concept_missing_from_every_source_is_counted(cvse_dir: Path, wordnet_source: WordNetKnowledge) -> None:
@@ -486,7 +489,7 @@ def test_concept_missing_from_every_source_is_counted(cvse_dir: Path, wordnet_so
     assert g.features[2].abs().sum() == 0 and g.features[0].abs().sum() > 0
     # word -> concept mapping is about the vocabulary: an unknown word maps to nothing and is counted
     assert union.concepts_for_words(["qwertyuiop", "men", "dogs"], vocab) == [[], [0], [1]]
-    assert union.unmapped == {"qwertyuiop": 1}
+    assert unmapped_words(union, ["qwertyuiop", "men", "dogs"], vocab) == {"qwertyuiop": 1}
 
 
 def test_union_max_and_mean() -> None:
@@ -546,6 +549,6 @@ def test_wordnet_maps_unseen_synonyms_and_hyponyms_to_concepts():
         pytest.skip(str(e))
     got = k.concepts_for_words(["pooch", "gentleman", "auto", "poodle", "dogs", "zebra"])
     assert got == [[0], [1], [2], [0], [0], []]
-    assert dict(k.unmapped) == {"zebra": 1}
+    assert dict(unmapped_words(k, ["pooch", "gentleman", "auto", "poodle", "dogs", "zebra"])) == {"zebra": 1}
     plain = WordNetKnowledge(vocabulary=["dog"], map_synonyms=False)
     assert plain.concepts_for_words(["pooch", "dogs"]) == [[], [0]]

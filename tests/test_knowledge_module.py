@@ -12,10 +12,11 @@ import torch
 from kgitm.encoders.text import BiGRUTextEncoder
 from kgitm.eval.similarity import compute_similarity
 from kgitm.knowledge import NoKnowledge
-from kgitm.knowledge.module import KnowledgeFusedMatcher, KnowledgeModule
-from kgitm.matchers.base import EncodedCaptions, EncodedImages
+from kgitm.core.functional import l2norm
+from kgitm.core.types import EncodedCaptions, EncodedImages
+from kgitm.knowledge.module import KnowledgeModule
+from kgitm.matchers.fused import KnowledgeFusedMatcher
 from kgitm.matchers.scan import SCANMatcher
-from kgitm.nn.functional import l2norm
 
 VOCAB = ["dog", "man", "red", "car", "ride"]
 D = 16
@@ -42,9 +43,15 @@ def _data(words: list[list[str]], n_img: int = 3, regions: int = 4):
 WORDS = [["a", "red", "dog"], ["the", "man", "rides", "a", "car"], ["nothing", "here"]]
 
 
+def _ids(k: KnowledgeModule, words: list[list[str]], width: int = 5) -> torch.Tensor:
+    """The concept ids the data pipeline computes for these captions (``(M, width, K)``)."""
+    index = k.concept_index()
+    return index.collate([index.encode(w) for w in words], width)
+
+
 def test_word_concepts_match_a_loop():
     k = _module()
-    got = k.word_concepts(WORDS, 5, torch.device("cpu"))
+    got = k.word_concepts(_ids(k, WORDS))
     ref = torch.zeros(3, 5, len(VOCAB))
     for b, ws in enumerate(WORDS):
         for j, w in enumerate(ws):
@@ -58,8 +65,8 @@ def test_word_concepts_match_a_loop():
 def test_attachment_changes_only_words_with_concepts():
     k = _module("graph")
     images, caps = _data(WORDS)
-    out = k.augment_captions(caps, WORDS)
-    has = k.word_concepts(WORDS, 5, torch.device("cpu")).sum(-1) > 0
+    out = k.augment_captions(caps, _ids(k, WORDS))
+    has = k.word_concepts(_ids(k, WORDS)).sum(-1) > 0
     assert torch.equal(out.features[~has], caps.features[~has])
     assert not torch.allclose(out.features[has], caps.features[has])
     assert torch.isfinite(out.features).all() and torch.equal(out.mask, caps.mask)
@@ -71,9 +78,9 @@ def test_attachment_changes_only_words_with_concepts():
 def test_consensus_labels_come_from_the_caption_alone():
     k = _module("consensus")
     images, caps = _data(WORDS)
-    base = k.consensus_similarity(images, k.augment_captions(caps, WORDS))
+    base = k.consensus_similarity(images, k.augment_captions(caps, _ids(k, WORDS)))
     other = [WORDS[0], ["a", "dog", "and", "a", "car"], WORDS[2]]  # another caption changes ...
-    changed = k.consensus_similarity(images, k.augment_captions(caps, other))
+    changed = k.consensus_similarity(images, k.augment_captions(caps, _ids(k, other)))
     assert torch.allclose(base[:, 0], changed[:, 0]) and torch.allclose(base[:, 2], changed[:, 2])  # ... only itself
     assert not torch.allclose(base[:, 1], changed[:, 1])
 
@@ -81,7 +88,7 @@ def test_consensus_labels_come_from_the_caption_alone():
 def test_fused_score_and_block_parity():
     k = _module("consensus")
     images, caps = _data(WORDS * 3)
-    caps = k.augment_captions(caps, WORDS * 3)
+    caps = k.augment_captions(caps, _ids(k, WORDS * 3))
     fused = KnowledgeFusedMatcher(SCANMatcher("t2i"), k).eval()
     with torch.no_grad():
         whole = fused(images, caps)

@@ -14,8 +14,9 @@ import torch
 import torch.nn.functional as F
 
 from kgitm.eval.similarity import compute_similarity, plan_blocks
-from kgitm.graphs.geometry import polar_pseudo_coordinates
-from kgitm.matchers.base import EncodedCaptions, EncodedImages, Matcher
+from kgitm.core.geometry import polar_pseudo_coordinates
+from kgitm.core.types import EncodedCaptions, EncodedImages
+from kgitm.matchers.base import Matcher
 from kgitm.matchers.gsmn import GSMNMatcher
 from kgitm.matchers.scan import SCANMatcher
 
@@ -385,7 +386,7 @@ def test_gradients_flow(matcher):
 
 @pytest.mark.parametrize("matcher", all_matchers(), ids=lambda m: repr(m).replace("\n", "")[:60])
 def test_training_and_evaluation_paths_agree(matcher):
-    """Evaluation reduces the block's dot products in place (kgitm.nn.functional.scratch_mul),
+    """Evaluation reduces the block's dot products in place (kgitm.core.functional.scratch_mul),
     training keeps them for autograd: the same scores either way, and the inputs are left as they were."""
     images = make_images(4, 6, 16, seed=23)
     captions = make_captions(5, 7, 16, seed=24)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from kgitm.data.precomp import DataFormatError, PrecompSplit
-from kgitm.data.vocab import Vocabulary
+from kgitm.core.text import Vocabulary
 
 
 def write_split(root: Path, split: str = "test", *, n: int = 3, k: int = 5, r: int = 4, d: int = 6, boxes: bool = True) -> None:

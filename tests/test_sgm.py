@@ -4,20 +4,20 @@ structural properties of the score (direction, empty graphs, duplicates, permuta
 from __future__ import annotations
 
 import math
-from types import SimpleNamespace
 
 import pytest
 import torch
 
-from kgitm.data.text import tokenize
-from kgitm.graphs.scene_graph_batch import (
+from kgitm.core.text import tokenize
+from kgitm.graphs.scene_graph_json import VisualSceneGraph
+from kgitm.graphs.scene_graph_index import (
     box_iou,
     collate_text_scene_graphs,
     collate_visual_scene_graphs,
     find_predicate_tokens,
 )
 from kgitm.graphs.types import DependencyGraph, ParsedCaption, SceneGraph, SGObject
-from kgitm.matchers.base import EncodedCaptions, EncodedImages
+from kgitm.core.types import EncodedCaptions, EncodedImages
 from kgitm.matchers.sgm import SGM, relation_geometry
 
 D = 8
@@ -155,13 +155,21 @@ def test_forward_is_match_of_prepared_sides_and_blocks_tile():
     torch.testing.assert_close(tiles, whole)
 
 
+def vg(entry: dict):
+    """A Visual-Genome-style dict read by the project's one VG reader (names default to "obj")."""
+    from kgitm.graphs.scene_graph_json import parse_vg_image
+
+    entry = {**entry, "objects": [{"names": ["obj"], **o} for o in entry.get("objects", [])]}
+    return parse_vg_image(entry)
+
+
 def test_hand_computed_object_scores():
     """Zero layers, one-hot features: S is the mean over text objects of the best visual match."""
     eye = torch.eye(D)
     feats = torch.stack([eye[:4], eye[4:8]])  # image 0: regions e0..e3, image 1: e4..e7
     iex = collate_visual_scene_graphs(
-        [{"image_id": 0, "objects": [{"object_id": 1, "region_index": 0}, {"object_id": 2, "region_index": 2}]},
-         {"image_id": 1, "objects": [{"object_id": 1, "region_index": 3}]}],
+        [vg({"image_id": 0, "objects": [{"object_id": 1, "region_index": 0}, {"object_id": 2, "region_index": 2}]}),
+         vg({"image_id": 1, "objects": [{"object_id": 1, "region_index": 3}]})],
         num_regions=4, max_objects=3, max_relations=2)
     boxes = torch.tensor([0.1, 0.1, 0.5, 0.5]).expand(2, 4, 4)
     images = EncodedImages(feats, torch.ones(2, 4, dtype=torch.bool), boxes, iex)
@@ -340,7 +348,7 @@ def test_collate_text_errors_name_the_caption():
 
 
 def test_collate_visual_scene_graphs_from_vg_dicts_and_objects():
-    vg = {
+    man = {
         "image_id": 42,
         "objects": [
             {"object_id": 10, "names": ["man"], "region_index": 3, "x": 0, "y": 0, "w": 10, "h": 10},
@@ -353,9 +361,9 @@ def test_collate_visual_scene_graphs_from_vg_dicts_and_objects():
             {"subject_id": 12, "object_id": 11, "predicate": "above"},
         ],
     }
-    vsg = SimpleNamespace(
-        image_id="img-7", labels=["cat", "sofa"], boxes=[[0, 0, 1, 1], [0, 0, 2, 2]], region_index=[1, 0],
-        relations=[(0, 1, "on"), (1, "near", 0)],
+    vsg = VisualSceneGraph(
+        image_id="img-7", labels=["cat", "sofa"], boxes=torch.tensor([[0.0, 0, 1, 1], [0, 0, 2, 2]]), region_index=[1, 0],
+        relations=[(0, "on", 1), (1, "near", 0)],
     )
     region_boxes = torch.tensor([
         [[0, 0, 10, 10], [45, 45, 95, 95], [50, 50, 70, 70], [0, 0, 5, 5]],
@@ -363,7 +371,7 @@ def test_collate_visual_scene_graphs_from_vg_dicts_and_objects():
     ], dtype=torch.float)
     empty = {"image_id": 5, "objects": [], "relationships": []}
     out = collate_visual_scene_graphs(
-        [vg, vsg, empty], num_regions=4, max_objects=3, max_relations=2, region_boxes=region_boxes,
+        [vg(man), vsg, vg(empty)], num_regions=4, max_objects=3, max_relations=2, region_boxes=region_boxes,
         predicate_vocab=["on", "riding", "wearing"],
     )
     assert out["obj_region"].tolist() == [[3, 1, 0], [1, 0, 0], [0, 0, 0]]
@@ -373,25 +381,26 @@ def test_collate_visual_scene_graphs_from_vg_dicts_and_objects():
     assert out["rel_mask"].tolist() == [[True, True], [True, True], [False, False]]
     assert out["rel_label"].tolist() == [[1, 2], [0, -1], [-1, -1]]
 
-    out = collate_visual_scene_graphs([vg], num_regions=4, max_objects=2, max_relations=5, region_boxes=region_boxes)
+    out = collate_visual_scene_graphs([vg(man)], num_regions=4, max_objects=2, max_relations=5, region_boxes=region_boxes[:1])
     assert "rel_label" not in out
     assert out["rel_mask"].tolist() == [[True, False, False, False, False]]  # relations to "hat" dropped
 
 
 def test_collate_visual_errors_name_the_image():
-    vg = {"image_id": 42, "objects": [{"object_id": 1, "region_index": 0}],
-          "relationships": [{"subject_id": 1, "object_id": 9, "predicate": "on"}]}
-    with pytest.raises(ValueError, match=r"^image 42: relationship 0 has object id 9"):
-        collate_visual_scene_graphs([vg], num_regions=4, max_objects=2, max_relations=2)
-    vsg = SimpleNamespace(image_id="img-7", boxes=[[0, 0, 1, 1]], region_index=[0], relations=[(0, 2, "on")])
+    dangling = {"image_id": 42, "objects": [{"object_id": 1, "region_index": 0}],
+                "relationships": [{"subject_id": 1, "object_id": 9, "predicate": "on"}]}
+    with pytest.raises(ValueError, match=r"image 42: relationship object points at missing object_id 9"):
+        collate_visual_scene_graphs([vg(dangling)], num_regions=4, max_objects=2, max_relations=2)
+    vsg = VisualSceneGraph(image_id="img-7", labels=["cat"], boxes=torch.tensor([[0.0, 0, 1, 1]]), region_index=[0],
+                           relations=[(0, "on", 2)])
     with pytest.raises(ValueError, match=r"^image img-7: relation 0 has object index 2"):
         collate_visual_scene_graphs([vsg], num_regions=4, max_objects=2, max_relations=2)
     no_region = {"image_id": 8, "objects": [{"object_id": 1, "x": 0, "y": 0, "w": 1, "h": 1}]}
     with pytest.raises(ValueError, match=r"^image 8: object 0 has no region_index"):
-        collate_visual_scene_graphs([no_region], num_regions=4, max_objects=2, max_relations=2)
+        collate_visual_scene_graphs([vg(no_region)], num_regions=4, max_objects=2, max_relations=2)
     out_of_range = {"image_id": 9, "objects": [{"object_id": 1, "region_index": 4}]}
     with pytest.raises(ValueError, match=r"^image 9: object 0 has region_index 4"):
-        collate_visual_scene_graphs([out_of_range], num_regions=4, max_objects=2, max_relations=2)
+        collate_visual_scene_graphs([vg(out_of_range)], num_regions=4, max_objects=2, max_relations=2)
 
 
 def test_collated_graphs_drive_the_matcher_end_to_end():
@@ -403,9 +412,9 @@ def test_collated_graphs_drive_the_matcher_end_to_end():
     ]
     cex = collate_text_scene_graphs(caps, max_objects=3, max_relations=2, max_predicate_words=2, max_tokens=6)
     vgs = [
-        {"image_id": 1, "objects": [{"object_id": 1, "region_index": 0}, {"object_id": 2, "region_index": 1}],
-         "relationships": [{"subject_id": 1, "object_id": 2, "predicate": "riding"}]},
-        {"image_id": 2, "objects": [], "relationships": []},
+        vg({"image_id": 1, "objects": [{"object_id": 1, "region_index": 0}, {"object_id": 2, "region_index": 1}],
+            "relationships": [{"subject_id": 1, "object_id": 2, "predicate": "riding"}]}),
+        vg({"image_id": 2, "objects": [], "relationships": []}),
     ]
     iex = collate_visual_scene_graphs(vgs, num_regions=3, max_objects=3, max_relations=2)
     boxes = torch.tensor([[0.0, 0.0, 0.5, 0.5], [0.2, 0.2, 0.9, 0.9], [0.0, 0.0, 1.0, 1.0]]).expand(2, 3, 4)

@@ -10,9 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from kgitm.cli.synthscenes import main as synthscenes_main
 from kgitm.data import synthscenes as ss
 from kgitm.data.synthscenes import features, ontology, writer
-from kgitm.data.text import tokenize
+from kgitm.core.text import tokenize
 
 WORDNET = Path("/usr/share/wordnet")
 FUNCTION_WORDS = {"a", "an", "the", "of", "to", "is", "and", "with", "that"}
@@ -365,14 +366,14 @@ def test_up_to_date_refuse_and_overwrite(tmp_path: Path, capsys) -> None:
     stamp = (root / "meta.json").stat().st_mtime_ns
     assert ss.generate(root, preset="tiny") == root
     assert (root / "meta.json").stat().st_mtime_ns == stamp
-    assert ss.main(["--out", str(root), "--preset", "tiny"]) == 0
+    assert synthscenes_main(["--out", str(root), "--preset", "tiny"]) == 0
     assert "up to date" in capsys.readouterr().out
     with pytest.raises(FileExistsError, match="--overwrite"):
         ss.generate(root, preset="tiny", seed=5)
-    assert ss.main(["--out", str(root), "--preset", "tiny", "--seed", "5"]) == 2
+    assert synthscenes_main(["--out", str(root), "--preset", "tiny", "--seed", "5"]) == 2
     err = capsys.readouterr().err.strip()
     assert "--overwrite" in err and len(err.splitlines()) == 1
-    assert ss.main(["--out", str(root), "--preset", "tiny", "--seed", "5", "--overwrite"]) == 0
+    assert synthscenes_main(["--out", str(root), "--preset", "tiny", "--seed", "5", "--overwrite"]) == 0
     assert json.loads((root / "meta.json").read_text())["seed"] == 5
     assert "relation-swap" in capsys.readouterr().out
     assert sorted(p.name for p in tmp_path.iterdir()) == ["d"]  # no temp or trash folders left
@@ -390,7 +391,7 @@ def test_failure_leaves_no_temp_folder(tmp_path: Path, monkeypatch) -> None:
 
 def test_cli_help_and_bad_option(capsys) -> None:
     with pytest.raises(SystemExit) as e:
-        ss.main(["--help"])
+        synthscenes_main(["--help"])
     assert e.value.code == 0
     out = capsys.readouterr().out
     assert "--images-train" in out and "_ims_bbx.npy" in out and "meta.json" in out

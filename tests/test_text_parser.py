@@ -9,9 +9,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from kgitm.data.text import tokenize
+from kgitm.core.text import tokenize
 from kgitm.graphs.factual import factual_to_scene_graph, format_factual, parse_factual, scene_graph_to_tuples
-from kgitm.graphs.spice import load_wordnet, spice_score
+from kgitm.core.wordnet import load_wordnet
+from kgitm.graphs.spice import spice_score
 from kgitm.graphs.types import ParsedCaption, SceneGraph, SGObject
 
 
@@ -221,7 +222,7 @@ def test_spice_counts_by_hand():
 
 
 def test_spice_synonyms():
-    if not load_wordnet().available:
+    if load_wordnet() is None:
         pytest.skip("WordNet WNDB files not found (set KGITM_WORDNET_DIR)")
     r = spice_score([[("car", "is", "red")]], [[("automobile", "is", "red")]])
     assert r.overall["f1"] == 1.0

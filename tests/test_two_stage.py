@@ -200,8 +200,7 @@ def test_bench_script_end_to_end(tiny_synthscenes, tmp_path, monkeypatch, capsys
     )
     shared = [
         "--trainer", str(trainer), "--data.root", str(tiny_synthscenes),
-        "--model.image_encoder.init_args.embed_dim", "32",
-        "--model.text_encoder.init_args.embed_dim", "32",
+        "--model.embed_dim", "32",
         "--model.text_encoder.init_args.word_dim", "32",
     ]
     runs = {}

@@ -13,10 +13,10 @@ import torch
 from torch_geometric.data import Batch
 
 from kgitm.data.butd_tsv import ButdFormatError, convert_butd_tsv
-from kgitm.data.butd_tsv import main as convert_butd_main
+from kgitm.cli.convert_butd import main as convert_butd_main
 from kgitm.data.gsmn_sizes import PickleRefusedError, load_gsmn_sizes
-from kgitm.data.gsmn_sizes import main as gsmn_sizes_main
-from kgitm.graphs.geometry import normalize_boxes
+from kgitm.cli.convert_gsmn_sizes import main as gsmn_sizes_main
+from kgitm.core.geometry import normalize_boxes
 from kgitm.graphs.scene_graph_json import (
     SceneGraphFormatError,
     read_motifs_predictions,

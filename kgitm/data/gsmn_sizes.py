@@ -14,11 +14,8 @@ Command::
 
 from __future__ import annotations
 
-import argparse
 import os
-import sys
 import warnings
-from pathlib import Path
 
 import numpy as np
 
@@ -60,39 +57,3 @@ def load_gsmn_sizes(path: str | os.PathLike, *, allow_pickle: bool = False) -> n
     if arr.ndim != 2 or arr.shape[1] != 2:
         raise ValueError(f"{path}: expected (N, 2) sizes or GSMN size dicts, got an array of shape {arr.shape}")
     return arr.astype(np.float32)
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``kgitm convert-gsmn-sizes``: pickled size dicts -> plain ``(N, 2)`` array."""
-    ap = argparse.ArgumentParser(
-        prog="kgitm convert-gsmn-sizes",
-        description="Convert GSMN's {split}_ims_size.npy (pickled object array of {'image_w','image_h'} dicts) "
-        "to a plain float32 (N, 2) width,height array.",
-    )
-    ap.add_argument("sizes", help="GSMN {split}_ims_size.npy")
-    ap.add_argument("--out", required=True, help="output .npy (may be the input path: it is replaced atomically)")
-    ap.add_argument(
-        "--allow-pickle",
-        action="store_true",
-        help="permit unpickling the input (required for GSMN's object arrays; only for files you trust)",
-    )
-    args = ap.parse_args(argv)
-    try:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            sizes = load_gsmn_sizes(args.sizes, allow_pickle=args.allow_pickle)
-        for w in caught:
-            print(f"kgitm convert-gsmn-sizes: warning: {w.message}", file=sys.stderr)
-    except (ValueError, OSError) as e:
-        print(f"kgitm convert-gsmn-sizes: error: {e}", file=sys.stderr)
-        return 1
-    out = Path(args.out)
-    tmp = out.with_name(f".{out.stem}.tmp-{os.getpid()}.npy")
-    np.save(tmp, sizes)
-    os.replace(tmp, out)
-    print(f"wrote {sizes.shape[0]} image sizes (width, height) to {out}")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

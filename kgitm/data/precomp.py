@@ -21,9 +21,8 @@ from typing import Optional
 
 import numpy as np
 
-
-class DataFormatError(ValueError):
-    """A data file does not follow the precomputed layout (the message names file, expectation, fix)."""
+from kgitm.core import CAPTIONS_PER_IMAGE
+from kgitm.core.io import DataFormatError, read_lines
 
 
 def _load_array(path: Path, *, mmap: bool) -> np.ndarray:
@@ -40,26 +39,6 @@ def _load_array(path: Path, *, mmap: bool) -> np.ndarray:
         raise DataFormatError(f"{path}: cannot read ({e})") from None
 
 
-def read_captions(path: Path) -> list[str]:
-    """Read one caption per line (UTF-8, trailing newline stripped); errors name the file and line."""
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        raise DataFormatError(f"{path}: caption file not found") from None
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as e:
-        line = raw[: e.start].count(b"\n") + 1
-        raise DataFormatError(f"{path}:{line}: not valid UTF-8 (byte {e.start}); re-encode the file as UTF-8") from None
-    lines = text.split("\n")
-    if lines and lines[-1] == "":
-        lines.pop()
-    lines = [ln.rstrip("\r") for ln in lines]
-    if not lines:
-        raise DataFormatError(f"{path}: empty caption file; expected one caption per line")
-    return lines
-
-
 @dataclass
 class PrecompSplit:
     """One split of a data set in the precomputed layout, validated on open.
@@ -67,7 +46,8 @@ class PrecompSplit:
     Args:
         root: folder holding the split files.
         split: split name (``train``, ``dev``, ``test``, ``testall``, ...).
-        captions_per_image: ``k``, the fixed number of captions per image (default 5).
+        captions_per_image: ``k``, the fixed number of captions per image (default
+            :data:`kgitm.core.CAPTIONS_PER_IMAGE`, 5).
         captions_file: read captions from this file instead of ``{split}_caps.txt`` (e.g. a
             diagnostic caption set over the same images).
         require_boxes: fail when boxes or image sizes are missing (GSMN, SGM need them).
@@ -81,7 +61,7 @@ class PrecompSplit:
 
     root: Path
     split: str
-    captions_per_image: int = 5
+    captions_per_image: int = CAPTIONS_PER_IMAGE
     captions_file: Optional[Path] = None
     require_boxes: bool = False
     check_finite: bool = True
@@ -108,7 +88,7 @@ class PrecompSplit:
 
         caps_path = Path(self.captions_file) if self.captions_file else self.root / f"{self.split}_caps.txt"
         self.captions_path = caps_path
-        self.captions = read_captions(caps_path)
+        self.captions = read_lines(caps_path)
         k = self.captions_per_image
         if len(self.captions) != k * n:
             if len(self.captions) % n == 0:
@@ -123,7 +103,7 @@ class PrecompSplit:
         ids_path = self.root / f"{self.split}_ids.txt"
         self.ids: Optional[list[str]] = None
         if ids_path.exists():
-            ids = read_captions(ids_path)
+            ids = read_lines(ids_path, what="image id")
             if len(ids) != n:
                 raise DataFormatError(f"{ids_path}: expected {n} image ids (one per image), found {len(ids)}")
             self.ids = ids

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from kgitm.matchers.base import EncodedImages
-from kgitm.nn.functional import l2norm
+from kgitm.core.batch import ImageInputs
+from kgitm.core.functional import l2norm
+from kgitm.core.types import EncodedImages
 
 
 class RegionEncoder(nn.Module):
@@ -21,8 +22,9 @@ class RegionEncoder(nn.Module):
         normalize: l2-normalise the projected regions (default True).
 
     Shapes:
-        input batch: ``images (B, R, D_in)``, ``region_mask (B, R)``, optional ``boxes (B, R, 4)``.
-        output: :class:`EncodedImages` with ``features (B, R, D)``.
+        input: :class:`~kgitm.core.batch.ImageInputs` with ``features (B, R, D_in)``, ``region_mask (B, R)``,
+        optional ``boxes (B, R, 4)`` and ``graph`` (passed on as ``extra``).
+        output: :class:`~kgitm.core.types.EncodedImages` with ``features (B, R, D)``.
     """
 
     def __init__(self, feature_dim: int, embed_dim: int = 1024, *, normalize_input: bool = False, normalize: bool = True) -> None:
@@ -38,13 +40,13 @@ class RegionEncoder(nn.Module):
         nn.init.xavier_uniform_(self.fc.weight)
         nn.init.zeros_(self.fc.bias)
 
-    def forward(self, batch: dict) -> EncodedImages:
-        x: Tensor = batch["images"]
-        mask: Tensor = batch["region_mask"]
+    def forward(self, images: ImageInputs) -> EncodedImages:
+        x: Tensor = images.features
+        mask: Tensor = images.region_mask
         if self.normalize_input:
             x = l2norm(x)
         x = self.fc(x)
         if self.normalize:
             x = l2norm(x)
         x = x * mask.unsqueeze(-1).to(x.dtype)
-        return EncodedImages(features=x, mask=mask, boxes=batch.get("boxes"), extra=batch.get("image_extra"))
+        return EncodedImages(features=x, mask=mask, boxes=images.boxes, extra=images.graph)

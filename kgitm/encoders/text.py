@@ -1,54 +1,32 @@
 """Text encoders: words -> contextual word features (graph nodes stay words).
 
-Both encoders output one vector per project token (:mod:`kgitm.data.text`), so dependency graphs
-and scene graphs index the same positions whichever encoder is configured.
+Both encoders output one vector per project token (:mod:`kgitm.core.text`), so dependency graphs
+and scene graphs index the same positions whichever encoder is configured. A pretrained encoder's
+sub-word tokenisation is a data transform (:class:`SubwordTransform`, applied by the data pipeline
+through :meth:`TextEncoder.caption_transforms`), never string work inside ``forward``.
 """
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import NamedTuple, Optional
+from typing import Any, Optional
 
 import torch
 from torch import Tensor, nn
 
-from kgitm.data.text import tokenize
-from kgitm.data.vocab import PAD, UNK
-from kgitm.matchers.base import EncodedCaptions
-from kgitm.nn.functional import l2norm, segment_mean
+from kgitm.core.batch import CaptionInputs, SubwordPieces
+from kgitm.core.functional import l2norm, segment_mean
+from kgitm.core.text import PAD, UNK, tokenize
+from kgitm.core.types import EncodedCaptions, WordPieces, stack_padded
 
 
-def _finish(features: Tensor, batch: dict, normalize: bool) -> EncodedCaptions:
+def _finish(features: Tensor, captions: CaptionInputs, normalize: bool) -> EncodedCaptions:
     if normalize:
         features = l2norm(features)
-    mask = batch["word_mask"]
+    mask = captions.word_mask
     features = features * mask.unsqueeze(-1).to(features.dtype)
-    return EncodedCaptions(features=features, mask=mask, adjacency=batch.get("adjacency"), extra=batch.get("caption_extra"))
-
-
-class WordPieces(NamedTuple):
-    """Where a list of words (e.g. concept names) sits in a text encoder's input embedding table.
-
-    Shapes:
-        ids: ``(P,)`` rows of the table, the known pieces of all words.
-        owner: ``(P,)`` the word each piece belongs to.
-        known: ``(W,)`` bool, the word has at least one known piece.
-    """
-
-    ids: Tensor
-    owner: Tensor
-    known: Tensor
-
-
-def _pieces(per_word: list[list[int]]) -> WordPieces:
-    ids = [i for p in per_word for i in p]
-    owner = [w for w, p in enumerate(per_word) for _ in p]
-    return WordPieces(
-        torch.tensor(ids, dtype=torch.long),
-        torch.tensor(owner, dtype=torch.long),
-        torch.tensor([bool(p) for p in per_word], dtype=torch.bool),
-    )
+    return EncodedCaptions(features=features, mask=mask, adjacency=captions.adjacency, extra=captions.graph)
 
 
 class TextEncoder(nn.Module):
@@ -85,6 +63,11 @@ class TextEncoder(nn.Module):
         pieces = self.word_pieces(words)
         return self.embed_pieces(pieces), pieces.known
 
+    def caption_transforms(self) -> list[Any]:
+        """The data transforms this encoder's inputs need (the default: none; the vocabulary ids are
+        always computed). :class:`TransformerTextEncoder` returns its :class:`SubwordTransform`."""
+        return []
+
 
 class BiGRUTextEncoder(TextEncoder):
     """Learned word embeddings and a (bi-directional) GRU, directions averaged (SCAN/VSE++).
@@ -100,8 +83,9 @@ class BiGRUTextEncoder(TextEncoder):
         normalize: l2-normalise each word feature (default True).
 
     Shapes:
-        input batch: ``token_ids (B, L)``, ``lengths (B,)``, ``word_mask (B, L)``.
-        output: :class:`EncodedCaptions` with ``features (B, L, D)``.
+        input: :class:`~kgitm.core.batch.CaptionInputs` with ``token_ids (B, L)``, ``lengths (B,)``,
+        ``word_mask (B, L)``.
+        output: :class:`~kgitm.core.types.EncodedCaptions` with ``features (B, L, D)``.
     """
 
     def __init__(
@@ -136,9 +120,9 @@ class BiGRUTextEncoder(TextEncoder):
             self.embed.weight[0].zero_()
         self.gru.reset_parameters()
 
-    def forward(self, batch: dict) -> EncodedCaptions:
-        ids: Tensor = batch["token_ids"]
-        lengths: Tensor = batch["lengths"]
+    def forward(self, captions: CaptionInputs) -> EncodedCaptions:
+        ids: Tensor = captions.token_ids
+        lengths: Tensor = captions.lengths
         x = self.embed(ids)
         packed = nn.utils.rnn.pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
         out, _ = self.gru(packed)
@@ -146,7 +130,7 @@ class BiGRUTextEncoder(TextEncoder):
         if self.bidirectional:
             half = out.shape[-1] // 2
             out = (out[..., :half] + out[..., half:]) / 2
-        return _finish(out, batch, self.normalize)
+        return _finish(out, captions, self.normalize)
 
     def input_embeddings(self) -> nn.Embedding:
         return self.embed
@@ -158,7 +142,7 @@ class BiGRUTextEncoder(TextEncoder):
                 "them from the data module's vocab_words)"
             )
         stoi = {w: i for i, w in enumerate(self.vocab_words) if w not in (PAD, UNK)}
-        return _pieces([[stoi[t] for t in tokenize(w) if t in stoi] for w in words])
+        return WordPieces.from_lists([[stoi[t] for t in tokenize(w) if t in stoi] for w in words])
 
 
 PACKAGED_MINILM = "all-MiniLM-L6-v2"
@@ -235,21 +219,26 @@ class TransformerTextEncoder(TextEncoder):
         nn.init.xavier_uniform_(self.proj.weight)
         nn.init.zeros_(self.proj.bias)
 
-    def forward(self, batch: dict) -> EncodedCaptions:
-        words: list[list[str]] = batch["words"]
+    def caption_transforms(self) -> list[Any]:
+        """:class:`SubwordTransform` with this encoder's tokenizer and ``max_length``."""
+        return [SubwordTransform(self.tokenizer, max_length=self.max_length)]
+
+    def forward(self, captions: CaptionInputs) -> EncodedCaptions:
+        pieces = captions.pieces
+        if pieces is None:
+            raise ValueError(
+                "TransformerTextEncoder needs the captions' sub-word pieces (CaptionInputs.pieces): the data "
+                "pipeline computes them with this encoder's caption_transforms()"
+            )
         device = self.proj.weight.device
-        enc = self.tokenizer(
-            words, is_split_into_words=True, truncation=True, max_length=self.max_length, padding=True, return_tensors="pt"
-        )
-        B, L = batch["word_mask"].shape
+        B, L = captions.word_mask.shape
         # piece -> caption word, as a row of the flattened (B * L) word axis; -1 for special tokens
-        word_ids = torch.tensor(
-            [[-1 if w is None else b * L + w for w in enc.word_ids(b)] for b in range(len(words))], dtype=torch.long
-        )
+        offset = torch.arange(B, device=pieces.word.device).unsqueeze(1) * L
+        word_ids = torch.where(pieces.word >= 0, pieces.word + offset, torch.full_like(pieces.word, -1))
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.freeze):
-            hidden = self.model(**{k: v.to(device) for k, v in enc.items()}).last_hidden_state
+            hidden = self.model(input_ids=pieces.input_ids.to(device), attention_mask=pieces.attention_mask.to(device)).last_hidden_state
         pooled = segment_mean(hidden.flatten(0, 1), word_ids.flatten().to(device), B * L).view(B, L, -1)
-        return _finish(self.proj(pooled), batch, self.normalize)
+        return _finish(self.proj(pooled), captions, self.normalize)
 
     def input_embeddings(self) -> nn.Embedding:
         return self.model.get_input_embeddings()
@@ -261,4 +250,41 @@ class TransformerTextEncoder(TextEncoder):
             tokens = tokenize(w)
             ids = self.tokenizer(tokens, is_split_into_words=True, add_special_tokens=False)["input_ids"] if tokens else []
             per_word.append([i for i in ids if i != unk])
-        return _pieces(per_word)
+        return WordPieces.from_lists(per_word)
+
+
+class SubwordTransform:
+    """A pretrained tokenizer's sub-word pieces of each caption, for :class:`TransformerTextEncoder`.
+
+    A caption transform of the data pipeline: the caption's project tokens are fed pre-split
+    (``is_split_into_words``), so piece ``p`` knows its word ``j`` (token ``j`` of the dependency and
+    scene graphs). Special tokens get word ``-1``.
+
+    Args:
+        tokenizer: a ``transformers`` tokenizer (fast, for ``word_ids``).
+        max_length: pieces kept per caption (special tokens included).
+    """
+
+    #: the CaptionInputs field this transform fills
+    field = "pieces"
+
+    def __init__(self, tokenizer: Any, *, max_length: int) -> None:
+        self.tokenizer = tokenizer
+        self.max_length = max_length
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+
+    def encode(self, tokens: list[str]) -> tuple[Tensor, Tensor]:
+        """``(input_ids (P,), word (P,))`` of one caption."""
+        enc = self.tokenizer(tokens, is_split_into_words=True, truncation=True, max_length=self.max_length)
+        word = [-1 if w is None else w for w in enc.word_ids()]
+        return torch.tensor(enc["input_ids"], dtype=torch.long), torch.tensor(word, dtype=torch.long)
+
+    def collate(self, items: list[tuple[Tensor, Tensor]], width: int) -> SubwordPieces:
+        """Pad a batch's pieces to its longest caption (``width``, the word axis, is not needed)."""
+        longest = max(len(ids) for ids, _ in items)
+        lengths = torch.tensor([len(ids) for ids, _ in items])
+        return SubwordPieces(
+            input_ids=stack_padded([ids for ids, _ in items], longest, self.pad_id),
+            attention_mask=(torch.arange(longest)[None, :] < lengths[:, None]).long(),
+            word=stack_padded([w for _, w in items], longest, -1),
+        )

@@ -1,4 +1,4 @@
-"""Human-readable retrieval tables (fixed-width text and Markdown) and atomic JSON results.
+"""Human-readable retrieval tables (fixed-width text and Markdown).
 
 Each table has one row per named result dict (as returned by
 :func:`kgitm.eval.metrics.evaluate_retrieval`) with the columns::
@@ -13,11 +13,7 @@ tabulated.
 
 from __future__ import annotations
 
-import json
-import os
-import tempfile
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -135,51 +131,3 @@ def format_markdown_table(
     for row in _rows(results, extras):
         lines.append("| " + " | ".join(c.replace("|", "\\|") for c in row) + " |")
     return "\n".join(lines)
-
-
-def _json_default(obj: Any) -> Any:
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    if isinstance(obj, Path):
-        return str(obj)
-    raise TypeError(f"object of type {type(obj).__name__} is not JSON serialisable")
-
-
-def write_json(path: str | os.PathLike[str], obj: Any) -> Path:
-    """Write ``obj`` as JSON (sorted keys, indent 2) atomically.
-
-    The text goes to a temporary file in the same folder, which then replaces ``path`` with
-    :func:`os.replace`, so a reader never sees a half-written file. NumPy scalars and arrays are
-    converted; NaN/inf are refused (strict JSON). Missing parent folders are created.
-
-    Args:
-        path: destination file.
-        obj: JSON-serialisable object.
-
-    Returns:
-        The destination path.
-    """
-    dest = Path(path)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        text = json.dumps(obj, sort_keys=True, indent=2, allow_nan=False, default=_json_default)
-    except ValueError as err:
-        raise ValueError(f"{dest}: cannot write non-finite numbers as JSON ({err})") from err
-    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".tmp")
-    try:
-        # mkstemp creates the file private (0600); give results the usual readable mode.
-        os.chmod(tmp, dest.stat().st_mode & 0o777 if dest.exists() else 0o644)
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text + "\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, dest)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    return dest

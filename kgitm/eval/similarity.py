@@ -29,7 +29,8 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from kgitm.matchers.base import EncodedCaptions, EncodedImages, Matcher
+from kgitm.core.types import EncodedCaptions, EncodedImages, trim
+from kgitm.matchers.base import Matcher
 
 
 #: relative excess over the fewest blocks that :func:`plan_blocks` accepts for a squarer block.
@@ -113,18 +114,6 @@ def _lengths(mask: Tensor) -> Tensor:
     return (mask.long() * positions).amax(1).clamp_min(1)
 
 
-def _trim(items: EncodedImages | EncodedCaptions, width: int) -> EncodedImages | EncodedCaptions:
-    """``items`` cut to the first ``width`` positions (features, mask, boxes, adjacency); unchanged
-    when ``width`` is the full width or the items carry matcher-specific ``extra`` structure."""
-    if width >= items.mask.shape[1] or items.extra:
-        return items
-    if isinstance(items, EncodedImages):
-        boxes = None if items.boxes is None else items.boxes[:, :width]
-        return EncodedImages(items.features[:, :width], items.mask[:, :width], boxes, items.extra)
-    adjacency = None if items.adjacency is None else items.adjacency[:, :width, :width]
-    return EncodedCaptions(items.features[:, :width], items.mask[:, :width], adjacency, items.extra)
-
-
 def _device_of(matcher: Matcher, images: EncodedImages) -> torch.device:
     for tensor in matcher.parameters():
         return tensor.device
@@ -201,12 +190,12 @@ def compute_similarity(
         for i in range(0, n, ib):
             rows = image_order[i : i + ib]
             block = images.index(rows.to(images.mask.device))
-            block = _trim(block, int(image_len[rows].max())) if trim_padding else block
+            block = trim(block, int(image_len[rows].max())) if trim_padding else block
             image_block_ = matcher.prepare_images(block.to(device))
             for j in range(0, m, cb):
                 cols = caption_order[j : j + cb]
                 block = captions.index(cols.to(captions.mask.device))
-                block = _trim(block, int(caption_len[cols].max())) if trim_padding else block
+                block = trim(block, int(caption_len[cols].max())) if trim_padding else block
                 caption_block_ = matcher.prepare_captions(block.to(device))
                 scores = matcher(image_block_, caption_block_).float().cpu()
                 out[rows[:, None], cols[None, :]] = scores

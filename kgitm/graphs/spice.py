@@ -19,14 +19,13 @@ WordNet 3.0 WNDB files (``index.{noun,verb,adj,adv}`` and ``*.exc``) are read fr
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from kgitm.core.wordnet import load_wordnet
 from kgitm.graphs.types import SceneGraph
 
-DEFAULT_WORDNET_DIR = "/usr/share/wordnet"
 TupleT = tuple[str, ...]
 _KINDS = ("object", "attribute", "relation")
 _ARTICLES = frozenset(("a", "an", "the"))
@@ -35,97 +34,23 @@ _NUMBER_WORDS = {
         "zero one two three four five six seven eight nine ten eleven twelve".split()
     )
 }
-_POS_FILES = {"n": "noun", "v": "verb", "a": "adj", "r": "adv"}
-_RULES = {
-    "n": (("s", ""), ("ses", "s"), ("xes", "x"), ("zes", "z"), ("ches", "ch"), ("shes", "sh"),
-          ("men", "man"), ("ies", "y")),
-    "v": (("s", ""), ("ies", "y"), ("es", "e"), ("es", ""), ("ed", "e"), ("ed", ""), ("ing", "e"),
-          ("ing", "")),
-    "a": (("er", ""), ("est", ""), ("er", "e"), ("est", "e")),
-    "r": (),
-}
-
-
-class _WordNet:
-    """Minimal WNDB reader: lemma -> synset offsets per part of speech, and ``morphy``."""
-
-    def __init__(self, root: str | Path) -> None:
-        self.root = Path(root)
-        self.index: dict[str, dict[str, tuple[int, ...]]] = {}
-        self.exc: dict[str, dict[str, str]] = {}
-        self.available = (self.root / "index.noun").is_file()
-        for p, name in _POS_FILES.items():
-            idx: dict[str, tuple[int, ...]] = {}
-            exc: dict[str, str] = {}
-            if self.available:
-                with open(self.root / f"index.{name}", encoding="utf-8", errors="replace") as f:
-                    for line in f:
-                        if line.startswith(" "):
-                            continue
-                        parts = line.split()
-                        # lemma pos synset_cnt p_cnt [ptr_symbol...] sense_cnt tagsense_cnt offsets...
-                        n_syn = int(parts[2])
-                        idx[parts[0]] = tuple(int(x) for x in parts[len(parts) - n_syn:])
-                excf = self.root / f"{name}.exc"
-                if excf.is_file():
-                    with open(excf, encoding="utf-8", errors="replace") as f:
-                        for line in f:
-                            parts = line.split()
-                            if len(parts) >= 2:
-                                exc.setdefault(parts[0], parts[1])
-            self.index[p] = idx
-            self.exc[p] = exc
-
-    def morphy(self, word: str, pos: str) -> str | None:
-        """WordNet base form of ``word`` for ``pos`` (``n``/``v``/``a``/``r``), or ``None``."""
-        idx = self.index[pos]
-        if word in self.exc[pos]:
-            return self.exc[pos][word]
-        if word in idx:
-            return word
-        for suf, rep in _RULES[pos]:
-            if word.endswith(suf) and len(word) > len(suf):
-                base = word[: len(word) - len(suf)] + rep
-                if base in idx:
-                    return base
-        return None
-
-    def synsets(self, lemma: str, pos: str | None = None) -> frozenset[tuple[str, int]]:
-        key = lemma.replace(" ", "_")
-        out = set()
-        for p in (pos,) if pos else tuple(self.index):
-            # WNDB stores adjective satellites under "a" too
-            for off in self.index[p].get(key, ()):
-                out.add((p, off))
-        return frozenset(out)
-
-
-_WN_CACHE: dict[str, _WordNet] = {}
-
-
-def load_wordnet(wordnet_dir: str | Path | None = None) -> _WordNet:
-    """Load (once per folder) the WordNet reader."""
-    root = str(wordnet_dir or os.environ.get("KGITM_WORDNET_DIR", DEFAULT_WORDNET_DIR))
-    if root not in _WN_CACHE:
-        _WN_CACHE[root] = _WordNet(root)
-    return _WN_CACHE[root]
 
 
 class TupleNormalizer:
     """Normalises tuple elements and tests synonym matches (memoised)."""
 
     def __init__(self, wordnet_dir: str | Path | None = None) -> None:
-        self.wn = load_wordnet(wordnet_dir)
+        self.wn = load_wordnet(wordnet_dir)  # None without the WordNet files: exact matches only
         self._cache: dict[tuple[str, str], str] = {}
         self._syn: dict[tuple[str, str], frozenset] = {}
 
     def _word(self, w: str, order: str) -> str:
         if w in _NUMBER_WORDS:
             return _NUMBER_WORDS[w]
-        if not self.wn.available or w.isdigit():
+        if self.wn is None or w.isdigit():
             return w
         for p in order:
-            b = self.wn.morphy(w, p)
+            b = self.wn.base_form(w, p)
             if b is not None:
                 return b
         return w
@@ -138,8 +63,9 @@ class TupleNormalizer:
             words = [w for w in text.lower().replace("_", " ").split() if w not in _ARTICLES] or [text.lower()]
             if role == "object":
                 phrase = "_".join(words)
-                if len(words) > 1 and self.wn.morphy(phrase, "n"):
-                    words = self.wn.morphy(phrase, "n").split("_")
+                base = self.wn.base_form(phrase, "n") if self.wn is not None and len(words) > 1 else None
+                if base:
+                    words = base.split("_")
                 else:
                     words[-1] = self._word(words[-1], "n")
             elif role == "predicate":
@@ -154,7 +80,7 @@ class TupleNormalizer:
         key = (element, role)
         s = self._syn.get(key)
         if s is None:
-            s = self.wn.synsets(element, "n" if role == "object" else None) if self.wn.available else frozenset()
+            s = self.wn.synset_keys(element, "n" if role == "object" else None) if self.wn is not None else frozenset()
             self._syn[key] = s
         return s
 

@@ -20,7 +20,6 @@ Visual store (:class:`VisualGraphStore`): image ``i`` -> its
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import os
@@ -31,11 +30,11 @@ from array import array
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
 from torch import Tensor
 
+from kgitm.core.io import atomic_write_bytes, atomic_write_text, json_text, sha256_file
 from kgitm.graphs.scene_graph_json import VisualSceneGraph
 from kgitm.graphs.types import DependencyGraph, ParsedCaption, SceneGraph, SGObject
 
@@ -50,31 +49,6 @@ class StaleStoreError(RuntimeError):
 
 
 # ------------------------------------------------------------------------------------ file helpers
-
-
-def sha256_file(path: str | os.PathLike, *, block: int = 1 << 20) -> str:
-    """Hex sha256 of a file's bytes."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(block):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write ``data`` under a temporary name in the same folder, then ``os.replace`` it into place."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def stable_json(obj: Any) -> str:
-    """JSON with sorted keys and a trailing newline: the same object always gives the same bytes."""
-    return json.dumps(obj, sort_keys=True, indent=2, ensure_ascii=False) + "\n"
 
 
 def _zero_serialization_id(blob: bytes) -> bytes:
@@ -413,7 +387,7 @@ class _Store:
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         save_tensors(self.tensors, folder / TENSORS_FILE)
-        atomic_write_bytes(folder / PROVENANCE_FILE, stable_json(dict(provenance or self.provenance)).encode())
+        atomic_write_text(folder / PROVENANCE_FILE, json_text(dict(provenance or self.provenance)))
 
     @classmethod
     def load(
@@ -445,7 +419,7 @@ class GraphStore(_Store):
     """The parsed caption graphs of one split (built by ``kgitm preprocess``).
 
     ``store[i]`` is the :class:`~kgitm.graphs.types.ParsedCaption` of caption ``i`` (line ``i`` of
-    ``{split}_caps.txt``). Token indices are positions in :func:`kgitm.data.text.tokenize`.
+    ``{split}_caps.txt``). Token indices are positions in :func:`kgitm.core.text.tokenize`.
 
     Example::
 

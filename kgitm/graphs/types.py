@@ -1,6 +1,6 @@
 """Parsed-caption graphs: the contract between the text parser, the graph stores and the matchers.
 
-All indices are 0-based positions in the project's tokenisation (:mod:`kgitm.data.text`), so word
+All indices are 0-based positions in the project's tokenisation (:mod:`kgitm.core.text`), so word
 ``j`` of a dependency graph is word ``j`` of the text encoder's input.
 """
 

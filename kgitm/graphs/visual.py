@@ -3,7 +3,7 @@
 The visual graph of GSMN (Liu et al., CVPR 2020, "Graph Structured Network for Image-Text
 Matching"): one node per region, edges between regions, and for every edge the polar
 pseudo-coordinates ``(rho, theta)`` of the two box centres
-(:func:`kgitm.graphs.geometry.polar_pseudo_coordinates`), which a MoNet-style convolution weights
+(:func:`kgitm.core.geometry.polar_pseudo_coordinates`), which a MoNet-style convolution weights
 with Gaussian kernels. GSMN uses the fully connected graph; ``mode="knn"`` keeps, for each region,
 only its ``k`` nearest regions (by centre distance), a sparser graph for large ``R``.
 
@@ -21,7 +21,7 @@ import torch
 from torch import Tensor
 from torch_geometric.data import Batch, Data
 
-from kgitm.graphs.geometry import polar_pseudo_coordinates
+from kgitm.core.geometry import polar_pseudo_coordinates
 
 BoxGraphMode = Literal["full", "knn"]
 
@@ -45,7 +45,7 @@ def box_adjacency(
     """Dense adjacency of the box graphs of a batch of images, vectorised over the batch.
 
     Args:
-        boxes: normalised corner boxes (see :func:`kgitm.graphs.geometry.normalize_boxes`).
+        boxes: normalised corner boxes (see :func:`kgitm.core.geometry.normalize_boxes`).
         mode: ``"full"`` (every ordered pair of distinct valid regions, GSMN) or ``"knn"`` (each
             region receives edges from its ``k`` nearest valid regions). Default ``"full"``.
         k: neighbours per region for ``mode="knn"`` (clamped to the number of valid regions - 1).

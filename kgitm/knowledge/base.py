@@ -13,9 +13,6 @@ message-passing convention (edge ``j -> i`` with weight ``adjacency[i, j]``), so
 from __future__ import annotations
 
 import json
-import os
-import re
-import tempfile
 from abc import ABC, abstractmethod
 from collections import Counter
 from collections.abc import Iterable, Sequence
@@ -26,72 +23,23 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
+from kgitm.core.io import atomic_write_json, atomic_write_npy
+from kgitm.core.lexicon import detachment_candidates
+
 __all__ = [
     "ConceptGraph",
     "ConceptMapper",
     "KnowledgeSource",
-    "atomic_write_bytes",
-    "atomic_write_json",
-    "atomic_write_npy",
     "concept_key",
     "load_vocabulary",
+    "unmapped_words",
 ]
 
 FORMAT_VERSION = 1
 
-# irregular plurals and verb forms that the detachment rules cannot reach (used without WordNet)
-_IRREGULAR: dict[str, tuple[str, ...]] = {
-    "men": ("man",), "women": ("woman",), "children": ("child",), "people": ("person",), "feet": ("foot",),
-    "teeth": ("tooth",), "geese": ("goose",), "mice": ("mouse",), "oxen": ("ox",), "sheep": ("sheep",),
-    "is": ("be",), "are": ("be",), "was": ("be",), "were": ("be",), "been": ("be",), "has": ("have",),
-    "had": ("have",), "sat": ("sit",), "ran": ("run",), "rode": ("ride",), "ridden": ("ride",),
-    "stood": ("stand",), "held": ("hold",), "took": ("take",), "ate": ("eat",), "wore": ("wear",),
-    "worn": ("wear",), "swam": ("swim",), "threw": ("throw",), "thrown": ("throw",), "flew": ("fly",),
-    "lying": ("lie",), "dying": ("die",),
-}
-
-
 def concept_key(word: str) -> str:
     """Normal form used to compare words with concept names: lower case, spaces as ``_``."""
     return "_".join(word.lower().split())
-
-
-# ---- atomic file writes ---------------------------------------------------------------------
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file in the same folder and ``os.replace``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files; give the usual permissions
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_json(path: str | Path, obj: Any) -> None:
-    """Stable JSON (sorted keys, two-space indent, trailing newline), written atomically."""
-    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=False) + "\n").encode("utf-8"))
-
-
-def atomic_write_npy(path: str | Path, array: np.ndarray) -> None:
-    """A ``.npy`` file (no pickled objects), written atomically."""
-    import io
-
-    buf = io.BytesIO()
-    np.save(buf, np.ascontiguousarray(array), allow_pickle=False)
-    atomic_write_bytes(path, buf.getvalue())
 
 
 # ---- the graph ------------------------------------------------------------------------------
@@ -283,24 +231,6 @@ def load_vocabulary(vocabulary: Sequence[str] | str | Path) -> list[str]:
 
 # ---- word -> concept mapping ----------------------------------------------------------------
 
-_WORDLIKE = re.compile(r"^[a-z][a-z_'-]*$")
-
-
-def _rule_lemmas(word: str) -> list[str]:
-    """Candidate base forms from the irregular table and every round of WordNet's detachment rules
-    (not validated: the caller keeps only those that are concepts)."""
-    from kgitm.knowledge.wordnet import MORPHOLOGICAL_SUBSTITUTIONS, apply_substitutions
-
-    out = list(_IRREGULAR.get(word, ()))
-    if _WORDLIKE.match(word):
-        for pos in MORPHOLOGICAL_SUBSTITUTIONS:
-            forms = [word]
-            for _ in range(2):
-                forms = [g for f in forms for g in apply_substitutions(f, pos)]
-                out.extend(forms)
-    return [f for f in dict.fromkeys(out) if f and f != word]
-
-
 class ConceptMapper:
     """Maps words to indices of a concept vocabulary.
 
@@ -317,7 +247,7 @@ class ConceptMapper:
 
     def __init__(self, vocabulary: Sequence[str], lemmatize: Any = None, *, lemmatize_concepts: bool = False) -> None:
         self.vocabulary = [concept_key(c) for c in vocabulary]
-        self._lemmatize = lemmatize or _rule_lemmas
+        self._lemmatize = lemmatize or detachment_candidates
         self.exact: dict[str, int] = {}
         for i, c in enumerate(self.vocabulary):
             self.exact.setdefault(c, i)
@@ -341,12 +271,20 @@ class ConceptMapper:
         return list(self._cache[key])
 
 
+def unmapped_words(source: "KnowledgeSource", words: Iterable[str], vocabulary: Sequence[str] | None = None) -> Counter[str]:
+    """How often each word of ``words`` maps to no concept of ``vocabulary`` (default: the source's),
+    by its :func:`concept_key`: the coverage report of a caption set."""
+    words = list(words)
+    hits = source.concepts_for_words(words, vocabulary)
+    return Counter(concept_key(w) for w, h in zip(words, hits) if not h)
+
+
 class KnowledgeSource(ABC):
     """External knowledge over concepts: maps words to concepts and builds concept graphs.
 
     Subclasses set ``name`` (the registry name used in configs and provenance) and implement
-    :meth:`concept_graph`. :meth:`concepts_for_words` counts the words it maps to no concept in
-    ``unmapped`` (a ``Counter``), so callers can report vocabulary coverage.
+    :meth:`concept_graph`. :meth:`concepts_for_words` is a pure function of its arguments (the data
+    pipeline calls it once per distinct word); :func:`unmapped_words` reports coverage.
 
     Args:
         vocabulary: default concept vocabulary: a list of concept names or a file/folder that
@@ -359,7 +297,8 @@ class KnowledgeSource(ABC):
 
     def __init__(self, *, vocabulary: list[str] | str | None = None) -> None:
         self._vocabulary = load_vocabulary(vocabulary) if vocabulary is not None else None
-        self.unmapped: Counter[str] = Counter()
+        #: the file or folder the vocabulary was read from (``None`` for a list): cached graphs go beside it
+        self.vocabulary_path: str | None = str(vocabulary) if isinstance(vocabulary, (str, Path)) else None
         self._mappers: dict[tuple[str, ...], ConceptMapper] = {}
 
     # vocabulary ---------------------------------------------------------------------------
@@ -378,7 +317,7 @@ class KnowledgeSource(ABC):
 
     def lemmatize(self, word: str) -> list[str]:
         """Candidate base forms of ``word`` (rule-based; WordNet-backed sources override this)."""
-        return _rule_lemmas(word)
+        return detachment_candidates(word)
 
     def _mapper(self, vocabulary: Sequence[str]) -> ConceptMapper:
         key = tuple(vocabulary)
@@ -389,16 +328,16 @@ class KnowledgeSource(ABC):
     def concepts_for_words(self, words: Iterable[str], vocabulary: Sequence[str] | None = None) -> list[list[int]]:
         """Concept indices (into ``vocabulary``, default :attr:`vocabulary`) of each word or object label.
 
-        Words that map to nothing get ``[]`` and are counted in :attr:`unmapped`.
+        Words that map to nothing get ``[]``.
         """
         mapper = self._mapper(list(vocabulary) if vocabulary is not None else self.vocabulary)
-        out = []
-        for w in words:
-            hits = mapper(w)
-            if not hits:
-                self.unmapped[concept_key(w)] += 1
-            out.append(hits)
-        return out
+        return [mapper(w) for w in words]
+
+    def graph_key(self) -> dict[str, Any] | None:
+        """What the concept graph depends on besides the vocabulary (options, input file
+        fingerprints), for :func:`kgitm.knowledge.cache.cached_concept_graph`; ``None`` (the default)
+        for sources that are cheap to build, which are then never cached."""
+        return None
 
     @abstractmethod
     def concept_graph(self, vocabulary: Sequence[str] | None = None) -> ConceptGraph:

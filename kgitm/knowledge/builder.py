@@ -1,4 +1,4 @@
-"""``kgitm build-concepts``: build a CVSE-style concept vocabulary and graph from any caption corpus.
+"""Build a CVSE-style concept vocabulary and graph from any caption corpus (``kgitm build-concepts``).
 
 CVSE (Wang et al., ECCV 2020) chose 300 concepts from the training captions by part of speech and
 frequency (210 objects, 60 properties, 30 motions), counted caption-level co-occurrences, and never
@@ -8,7 +8,7 @@ released the script. This job does it for any corpus:
 2. give each word the kind it is most often tagged as (Penn tags ``NN*`` but not ``NNP*`` -> object,
    ``JJ*`` -> property, ``VB*`` -> motion, anything else -> no concept; counted once per caption; ties
    prefer object, then property, then motion), and keep the most frequent words of each kind, frequency being the number of captions containing the word;
-3. count, over the project's tokens (:func:`kgitm.data.text.tokenize`), the captions holding each
+3. count, over the project's tokens (:func:`kgitm.core.text.tokenize`), the captions holding each
    concept and each pair of concepts;
 4. write the project's concept-graph folder (adjacency normalised with CVSE's recipe, ``counts.npy``,
    ``cooccurrence.npy``, ``provenance.json``) and the CVSE-compatible files
@@ -20,11 +20,9 @@ The outputs hold no dates, so rebuilding from the same corpus and model gives id
 
 from __future__ import annotations
 
-import argparse
 import json
 import pickle
 import re
-import sys
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
@@ -32,12 +30,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from kgitm.data.text import tokenize
-from kgitm.knowledge.base import ConceptGraph, atomic_write_bytes, atomic_write_npy
-from kgitm.knowledge.corpus import CorpusFormat, count_cooccurrences, detect_format, read_captions, sha256_file
-from kgitm.knowledge.cvse_adjacency import cvse_normalize, cvse_normalize_file
+from kgitm.core.text import tokenize
+from kgitm.core.io import atomic_write_bytes, atomic_write_npy, sha256_file
+from kgitm.knowledge.base import ConceptGraph
+from kgitm.knowledge.corpus import CorpusFormat, count_cooccurrences, detect_format, read_captions
+from kgitm.knowledge.cvse_adjacency import cvse_normalize
 
-__all__ = ["KINDS", "build_concepts", "main", "select_concepts", "write_cvse_files"]
+__all__ = ["KINDS", "build_concepts", "select_concepts", "write_cvse_files"]
 
 #: concept kinds in index order, with the Penn Treebank tag prefixes that select them
 KINDS: tuple[tuple[str, str], ...] = (("OBJ", "NN"), ("PROP", "JJ"), ("MOT", "VB"))
@@ -164,7 +163,7 @@ def build_concepts(
         "split_file_sha256": None if split_file is None else sha256_file(split_file),
         "sizes_requested": sizes,
         "adjacency": {"recipe": "cvse", "threshold": threshold, "column_mass": column_mass},
-        "tokenization": "kgitm.data.text.tokenize",
+        "tokenization": "kgitm.core.text.tokenize",
     }
     if (out / "provenance.json").is_file():
         old = json.loads((out / "provenance.json").read_text())
@@ -194,7 +193,7 @@ def build_concepts(
         "spacy_model": model,
         "concept_tags": {kind: f"{prefix}*" for kind, prefix in KINDS},
         "adjacency": {"recipe": "cvse", "threshold": threshold, "column_mass": column_mass},
-        "tokenization": "kgitm.data.text.tokenize",
+        "tokenization": "kgitm.core.text.tokenize",
     }
     graph = ConceptGraph(
         concepts,
@@ -208,78 +207,3 @@ def build_concepts(
     write_cvse_files(out, name, concepts, kinds, counts, cooc)
     graph.save(out)  # provenance.json last: its presence marks a complete folder
     return graph
-
-
-def _default_name(corpus: str) -> str:
-    stem = Path(corpus).name.split(".")[0]
-    return re.sub(r"[^a-z0-9]+", "_", stem.lower()).strip("_") or "corpus"
-
-
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="kgitm build-concepts",
-        description=(
-            "Choose CVSE-style concepts (objects/properties/motions) from a caption corpus by part of speech "
-            "and frequency, count caption-level co-occurrences, and write the project's concept folder plus "
-            "CVSE-compatible files. Or, with --normalize-cvse, write the normalised adjacency of a CVSE "
-            "*_adj_concepts.pkl file."
-        ),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
-    p.add_argument("corpus", nargs="?", help="caption file: {split}_caps.txt or any one-caption-per-line file, "
-                   "or the Flickr8k token file (image.jpg#k<TAB>caption)")
-    p.add_argument("--format", dest="corpus_format", choices=["auto", "lines", "flickr8k"], default="auto",
-                   help="corpus layout; auto detects the Flickr8k token format from the first line")
-    p.add_argument("--split-file", help="Flickr8k only: keep the captions of the images listed here "
-                   "(e.g. Flickr_8k.trainImages.txt: concepts must come from training captions)")
-    p.add_argument("--name", help="name of the concept set, used in the CVSE file names and the default "
-                   "output folder (default: from the corpus file name)")
-    p.add_argument("--output", help="output folder (default graphs/concepts/<name>/); with --normalize-cvse "
-                   "the .npy file to write")
-    p.add_argument("--objects", type=int, default=210, help="number of object concepts (nouns, NN*)")
-    p.add_argument("--properties", type=int, default=60, help="number of property concepts (adjectives, JJ*)")
-    p.add_argument("--motions", type=int, default=30, help="number of motion concepts (verbs, VB*)")
-    p.add_argument("--spacy-model", default=DEFAULT_SPACY_MODEL, help="spaCy pipeline used for part-of-speech tags")
-    p.add_argument("--batch-size", type=int, default=256, help="captions per spaCy nlp.pipe batch")
-    p.add_argument("--threshold", type=float, default=0.3, help="CVSE binarisation threshold of the adjacency")
-    p.add_argument("--column-mass", type=float, default=0.25, help="CVSE column scale of the binarised adjacency")
-    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True, help="show a progress bar while tagging")
-    p.add_argument("--normalize-cvse", metavar="ADJ_PKL", help="instead of building: read this CVSE "
-                   "*_adj_concepts.pkl (safely) and write its normalised float32 adjacency to --output (.npy)")
-    return p
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = _parser()
-    args = parser.parse_args(argv)
-    if args.normalize_cvse:
-        if args.corpus or not args.output:
-            parser.error("--normalize-cvse takes no corpus and needs --output A.npy")
-        adj = cvse_normalize_file(args.normalize_cvse, threshold=args.threshold, column_mass=args.column_mass)
-        atomic_write_npy(args.output, adj)
-        print(f"wrote {args.output}: {adj.shape[0]}x{adj.shape[1]} float32 normalised adjacency of {args.normalize_cvse}")
-        return 0
-    if not args.corpus:
-        parser.error("give a caption corpus (or --normalize-cvse ADJ_PKL --output A.npy)")
-    if args.split_file and not Path(args.split_file).is_file():
-        parser.error(f"split file {args.split_file} not found")
-    name = args.name or _default_name(args.corpus)
-    output = Path(args.output or Path("graphs") / "concepts" / name)
-    try:
-        graph = build_concepts(
-            args.corpus, output=output, name=name, corpus_format=args.corpus_format, split_file=args.split_file,
-            objects=args.objects, properties=args.properties, motions=args.motions, spacy_model=args.spacy_model,
-            batch_size=args.batch_size, threshold=args.threshold, column_mass=args.column_mass, progress=args.progress,
-        )
-    except (FileNotFoundError, ValueError, OSError) as exc:
-        print(f"kgitm build-concepts: error: {exc}", file=sys.stderr)
-        return 2
-    sizes = graph.provenance["sizes"]
-    status = "up to date, kept" if getattr(graph, "reused", False) else "wrote"
-    print(f"{status} {output}: {graph.num_concepts} concepts ({sizes['OBJ']} objects, {sizes['PROP']} properties, "
-          f"{sizes['MOT']} motions) from {graph.provenance['num_captions']} captions")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

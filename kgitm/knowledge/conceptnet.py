@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from kgitm.knowledge.base import ConceptGraph, KnowledgeSource
+from kgitm.core.io import code_fingerprint, file_fingerprint
 
 __all__ = ["Assertion", "ConceptNetKnowledge", "DEFAULT_RELATIONS", "iter_assertions"]
 
@@ -128,6 +129,14 @@ class ConceptNetKnowledge(KnowledgeSource):
         self.symmetric = symmetric
         self.normalize = normalize
         self.self_loops = self_loops
+
+    def graph_key(self) -> dict:
+        """Options and the assertions file's fingerprint (the graph is cached: a real dump is large)."""
+        return {
+            "source": self.name, "code": code_fingerprint("kgitm.knowledge.conceptnet", "kgitm.knowledge.base", "kgitm.core.lexicon"), "file": file_fingerprint(self.path), "language": self.language,
+            "relations": self.relations, "symmetric": self.symmetric, "normalize": self.normalize,
+            "self_loops": self.self_loops, "lemmas": "kgitm.core.lexicon.detachment_candidates",
+        }
 
     def concept_graph(self, vocabulary: Sequence[str] | None = None) -> ConceptGraph:
         vocab = list(vocabulary) if vocabulary is not None else self.vocabulary

@@ -8,9 +8,10 @@ from pathlib import Path
 
 import numpy as np
 
-from kgitm.data.text import tokenize
+from kgitm.core.text import tokenize
 from kgitm.knowledge.base import ConceptGraph, KnowledgeSource, concept_key, load_vocabulary
-from kgitm.knowledge.corpus import CorpusFormat, count_cooccurrences, read_captions, sha256_file
+from kgitm.core.io import sha256_file
+from kgitm.knowledge.corpus import CorpusFormat, count_cooccurrences, read_captions
 from kgitm.knowledge.cvse_adjacency import cvse_normalize
 
 __all__ = ["CooccurrenceKnowledge"]
@@ -23,7 +24,7 @@ class CooccurrenceKnowledge(KnowledgeSource):
     Statistics come either from a concepts folder written by ``kgitm build-concepts``
     (``counts.npy``, ``cooccurrence.npy``; the recommended way: training reads artifacts) or, for
     small corpora, are counted from a caption file on construction, mapping the project's tokens
-    (:func:`kgitm.data.text.tokenize`) to concepts with :meth:`concepts_for_words`.
+    (:func:`kgitm.core.text.tokenize`) to concepts with :meth:`concepts_for_words`.
 
     Args:
         source: a concepts folder, or a caption file (``lines`` or Flickr8k token format).

@@ -7,7 +7,6 @@ optionally restricted to the images listed in a split file (``Flickr_8k.trainIma
 
 from __future__ import annotations
 
-import hashlib
 import re
 from collections.abc import Iterable
 from pathlib import Path
@@ -16,7 +15,8 @@ from typing import Literal
 import numpy as np
 import scipy.sparse as sp
 
-__all__ = ["CorpusFormat", "EmptyCorpusError", "count_cooccurrences", "detect_format", "read_captions", "sha256_file"]
+
+__all__ = ["CorpusFormat", "EmptyCorpusError", "count_cooccurrences", "detect_format", "read_captions"]
 
 CorpusFormat = Literal["auto", "lines", "flickr8k"]
 _FLICKR_LINE = re.compile(r"^([^\t#]+)#\d+\t(.*)$")
@@ -24,14 +24,6 @@ _FLICKR_LINE = re.compile(r"^([^\t#]+)#\d+\t(.*)$")
 
 class EmptyCorpusError(ValueError):
     """A caption corpus (after the split restriction) holds no captions."""
-
-
-def sha256_file(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def detect_format(path: str | Path) -> Literal["lines", "flickr8k"]:

@@ -1,6 +1,10 @@
 """Knowledge in the matchers: concept embeddings from a concept graph, attached to the graphs of both
 modalities and/or fused as a CVSE-style consensus score. Works with every matcher (VSE++, SCAN, GSMN,
-SGM) because it acts on the encoded features and on the similarity, not inside a particular matcher.
+SGM) because it acts on the encoded features and on the similarity, not inside a particular matcher
+(the fused score is :class:`kgitm.matchers.fused.KnowledgeFusedMatcher`).
+
+Which concepts a caption's words are is a data transform: the data pipeline maps every word once
+through :meth:`KnowledgeModule.concept_index` and hands the module ``(B, L, K)`` concept ids.
 """
 
 from __future__ import annotations
@@ -12,10 +16,11 @@ from typing import Literal, Optional
 import torch
 from torch import Tensor, nn
 
-from kgitm.encoders.text import TextEncoder, WordPieces
-from kgitm.knowledge.base import KnowledgeSource
-from kgitm.matchers.base import EncodedCaptions, EncodedImages, Matcher
-from kgitm.nn.functional import l2norm, masked_mean
+from kgitm.core.functional import l2norm, masked_mean
+from kgitm.core.types import EncodedCaptions, EncodedImages, WordPieces
+from kgitm.knowledge.base import KnowledgeSource, load_vocabulary
+from kgitm.knowledge.cache import cached_concept_graph, default_cache_dir
+from kgitm.knowledge.mapping import ConceptIndex
 
 log = logging.getLogger(__name__)
 
@@ -59,10 +64,13 @@ class KnowledgeModule(nn.Module):
         label_ratio: share of the caption's own concept labels in its concept distribution
             (default 0.35, CVSE on Flickr30K).
         consensus_weight: ``w``, the consensus share of the fused score (default 0.15, CVSE).
-        max_concepts_per_word: concepts kept per word (default 4).
+        max_concepts_per_word: concepts kept per word (default 4; the width ``K`` of the concept ids).
         self_weight: share of a concept's own features in each propagation step; its neighbours share
             the rest in proportion to the edge weights (default 0.5). Like CVSE's identity term, it
             keeps dense graphs (WordNet siblings, co-occurrence) from blurring concepts together.
+        cache_dir: where a source's concept graph is stored after the first build
+            (:mod:`kgitm.knowledge.cache`; default ``None``: beside the vocabulary folder, else the user
+            cache).
 
     Shapes:
         node features ``X``: ``(C, F)``.
@@ -84,6 +92,7 @@ class KnowledgeModule(nn.Module):
         consensus_weight: float = 0.15,
         max_concepts_per_word: int = 4,
         self_weight: float = 0.5,
+        cache_dir: Optional[str] = None,
     ) -> None:
         super().__init__()
         if mode not in ("graph", "consensus", "both"):
@@ -92,11 +101,10 @@ class KnowledgeModule(nn.Module):
             raise ValueError(
                 f"KnowledgeModule: node_features must be source, learned or text_encoder, got {node_features!r}"
             )
-        from kgitm.knowledge.base import load_vocabulary
-
         self.source = source
         self.concepts = load_vocabulary(vocabulary) if vocabulary is not None else source.vocabulary
-        graph = source.concept_graph(self.concepts)
+        where = vocabulary if vocabulary is not None else source.vocabulary_path
+        graph = cached_concept_graph(source, self.concepts, cache_dir=cache_dir or default_cache_dir(where))
         self.provenance = graph.provenance
         if not 0.0 <= self_weight <= 1.0:
             raise ValueError(f"KnowledgeModule: self_weight must be in [0, 1], got {self_weight}")
@@ -118,8 +126,7 @@ class KnowledgeModule(nn.Module):
         if use_source:
             in_dim = graph.features.shape[1]
         elif node_features != "text_encoder":
-            self.node_embedding = nn.Embedding(len(self.concepts), feature_dim)
-            in_dim = feature_dim
+            in_dim = feature_dim  # the learned node features are created in bind()
         self.node_feature_kind = node_features
         self.mode = mode
         self.in_dim = in_dim
@@ -129,12 +136,13 @@ class KnowledgeModule(nn.Module):
         self.label_ratio = label_ratio
         self.consensus_weight = consensus_weight
         self.max_concepts_per_word = max_concepts_per_word
-        self._word_cache: dict[str, list[int]] = {}
         self.embed_dim: Optional[int] = None
 
     # ------------------------------------------------------------------ construction
-    def bind(self, embed_dim: int, *, text_encoder: Optional[TextEncoder] = None) -> None:
-        """Create the layers that depend on the encoders (called by the task module).
+    def bind(self, embed_dim: int, *, text_encoder: Optional[nn.Module] = None) -> None:
+        """Create the parameters (called once by :class:`~kgitm.models.MatchingModel`, after the
+        matcher's :meth:`~kgitm.matchers.base.Matcher.bind`): learned node features, the GCN and the
+        attachment layers, in that order.
 
         Args:
             embed_dim: the encoders' output size ``D``.
@@ -143,6 +151,8 @@ class KnowledgeModule(nn.Module):
                 (not registered here), so its parameters are trained and saved once.
         """
         self.embed_dim = embed_dim
+        if self.node_feature_kind == "learned" or (self.node_feature_kind == "source" and self.node_features is None):
+            self.node_embedding = nn.Embedding(len(self.concepts), self.in_dim)
         if self.node_feature_kind == "text_encoder":
             self._bind_text_encoder(text_encoder)
         self.gcn1 = nn.Linear(self.in_dim, self.hidden_dim)
@@ -152,12 +162,12 @@ class KnowledgeModule(nn.Module):
             self.attach_image = nn.Linear(embed_dim, embed_dim)
         self.reset_parameters()
 
-    def _bind_text_encoder(self, text_encoder: Optional[TextEncoder]) -> None:
+    def _bind_text_encoder(self, text_encoder: Optional[nn.Module]) -> None:
         if text_encoder is None or not callable(getattr(text_encoder, "word_pieces", None)):
             got = "none" if text_encoder is None else type(text_encoder).__name__
             raise ValueError(
                 f"KnowledgeModule: node_features='text_encoder' needs a text encoder with word_pieces/embed_pieces "
-                f"(kgitm.encoders.text.TextEncoder), got {got}; MatchingModule passes its own to bind()"
+                f"(kgitm.encoders.text.TextEncoder), got {got}; MatchingModel passes its own to bind()"
             )
         pieces = text_encoder.word_pieces(self.concepts)
         self.register_buffer("concept_piece_ids", pieces.ids, persistent=False)
@@ -212,29 +222,37 @@ class KnowledgeModule(nn.Module):
         h = nn.functional.leaky_relu(self.adjacency @ self.gcn1(self.concept_features()), self.negative_slope)
         return l2norm(self.adjacency @ self.gcn2(h))
 
-    def _concepts_of(self, word: str) -> list[int]:
-        if word not in self._word_cache:
-            self._word_cache[word] = self.source.concepts_for_words([word], self.concepts)[0][: self.max_concepts_per_word]
-        return self._word_cache[word]
+    def concept_index(self) -> ConceptIndex:
+        """The word -> concept-ids mapping of this module's source and vocabulary, for the data
+        pipeline (:class:`~kgitm.knowledge.mapping.ConceptIndex`; ``K = max_concepts_per_word``)."""
+        return ConceptIndex(self.source, self.concepts, max_per_word=self.max_concepts_per_word)
 
-    def word_concepts(self, words: list[list[str]], length: int, device: torch.device) -> Tensor:
-        """Row-normalised word -> concept assignment ``(M, L, C)`` (zero rows for unmapped words)."""
-        rows, cols, bats = [], [], []
-        for b, ws in enumerate(words):
-            for j, w in enumerate(ws[:length]):
-                for c in self._concepts_of(w):
-                    bats.append(b)
-                    rows.append(j)
-                    cols.append(c)
-        out = torch.zeros(len(words), length, len(self.concepts), device=device)
-        if bats:
-            out[torch.tensor(bats), torch.tensor(rows), torch.tensor(cols)] = 1.0
+    def word_concepts(self, concept_ids: Tensor) -> Tensor:
+        """Row-normalised word -> concept assignment from the pipeline's concept ids.
+
+        Shapes:
+            concept_ids: ``(M, L, K)`` long, ``-1`` padding. Output: ``(M, L, C)`` (zero rows for words
+            without concepts).
+        """
+        valid = concept_ids >= 0
+        out = torch.zeros(*concept_ids.shape[:2], len(self.concepts), device=concept_ids.device)
+        out.scatter_add_(2, concept_ids.clamp_min(0), valid.to(out.dtype))
         return out / out.sum(-1, keepdim=True).clamp_min(1.0)
 
     # ------------------------------------------------------------------ use
-    def augment_captions(self, captions: EncodedCaptions, words: list[list[str]]) -> EncodedCaptions:
-        """Attach concept nodes to the caption's words (and store its concept labels for the consensus)."""
-        assign = self.word_concepts(words, captions.features.shape[1], captions.features.device)
+    def augment_captions(self, captions: EncodedCaptions, concept_ids: Optional[Tensor]) -> EncodedCaptions:
+        """Attach concept nodes to the caption's words (and store its concept labels for the consensus).
+
+        Shapes:
+            concept_ids: ``(M, L, K)`` from the data pipeline (:meth:`concept_index`), ``L`` the width of
+            ``captions.features``.
+        """
+        if concept_ids is None:
+            raise ValueError(
+                "KnowledgeModule needs the captions' concept ids (CaptionInputs.concept_ids): the data pipeline "
+                "computes them from model.caption_transforms(); build the dataset with those transforms"
+            )
+        assign = self.word_concepts(concept_ids)
         extra = dict(captions.extra or {})
         labels = (assign.sum(1) > 0).to(captions.features.dtype)
         extra["concept_labels"] = labels
@@ -269,31 +287,3 @@ class KnowledgeModule(nn.Module):
             mixed = (1 - self.label_ratio) * a_t + self.label_ratio * labels / labels.sum(-1, keepdim=True).clamp_min(1.0)
             a_t = torch.where(has, mixed, a_t)
         return l2norm(a_v @ E) @ l2norm(a_t @ E).T
-
-
-class KnowledgeFusedMatcher(Matcher):
-    """A matcher whose score is fused with the knowledge consensus:
-    ``(1 - w) * base(images, captions) + w * consensus(images, captions)``.
-
-    Args:
-        base: any matcher.
-        knowledge: a bound :class:`KnowledgeModule` in ``consensus`` or ``both`` mode.
-    """
-
-    def __init__(self, base: Matcher, knowledge: KnowledgeModule) -> None:
-        super().__init__()
-        self.base = base
-        self.knowledge = knowledge
-
-    def prepare_images(self, images: EncodedImages) -> EncodedImages:
-        return self.base.prepare_images(images)
-
-    def prepare_captions(self, captions: EncodedCaptions) -> EncodedCaptions:
-        return self.base.prepare_captions(captions)
-
-    def forward(self, images: EncodedImages, captions: EncodedCaptions) -> Tensor:
-        w = self.knowledge.consensus_weight
-        return (1 - w) * self.base(images, captions) + w * self.knowledge.consensus_similarity(images, captions)
-
-    def pair_memory_bytes(self, images: EncodedImages, captions: EncodedCaptions) -> int:
-        return self.base.pair_memory_bytes(images, captions) + 4 * len(self.knowledge.concepts)

@@ -7,7 +7,7 @@ from typing import Literal
 
 import torch
 
-from kgitm.knowledge.base import ConceptGraph, KnowledgeSource, concept_key
+from kgitm.knowledge.base import ConceptGraph, KnowledgeSource
 
 __all__ = ["NoKnowledge", "UnionKnowledge"]
 
@@ -76,13 +76,12 @@ class UnionKnowledge(KnowledgeSource):
         words = list(words)
         vocab = list(vocabulary) if vocabulary is not None else self.vocabulary
         per_source = [s.concepts_for_words(words, vocab) for s in self.sources]
-        out = []
-        for k, w in enumerate(words):
-            hits = sorted({i for m in per_source for i in m[k]})
-            if not hits:
-                self.unmapped[concept_key(w)] += 1
-            out.append(hits)
-        return out
+        return [sorted({i for m in per_source for i in m[k]}) for k in range(len(words))]
+
+    def graph_key(self) -> dict | None:
+        """The sources' keys, when every one of them has one (else the union is rebuilt each time)."""
+        keys = [s.graph_key() for s in self.sources]
+        return None if any(k is None for k in keys) else {"source": self.name, "combine": self.combine, "sources": keys}
 
     def concept_graph(self, vocabulary: Sequence[str] | None = None) -> ConceptGraph:
         vocab = list(vocabulary) if vocabulary is not None else self.vocabulary

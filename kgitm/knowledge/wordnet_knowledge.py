@@ -11,13 +11,14 @@ import numpy as np
 import torch
 
 from kgitm.knowledge.base import ConceptGraph, KnowledgeSource, concept_key
-from kgitm.knowledge.wordnet import POS_FILES, WordNet
+from kgitm.core.io import code_fingerprint, file_fingerprint
+from kgitm.core.wordnet import POS_FILES, WordNet
 
 __all__ = ["WordNetKnowledge"]
 
 
 class WordNetKnowledge(KnowledgeSource):
-    """Concepts linked through WordNet 3.0 (read from the WNDB files by :class:`~kgitm.knowledge.wordnet.WordNet`).
+    """Concepts linked through WordNet 3.0 (read from the WNDB files by :class:`~kgitm.core.wordnet.WordNet`).
 
     Each concept is lemmatised (morphy) and looked up as noun, verb, adjective and adverb, keeping the
     first ``max_senses`` synsets of each lemma (WordNet orders senses by frequency). Two concepts are
@@ -118,11 +119,17 @@ class WordNetKnowledge(KnowledgeSource):
                             hits += index.get(anc, [])
             if hits:
                 out[j] = sorted(set(hits))
-                k = concept_key(w)  # counted as unmapped by the spelling pass: take it back
-                self.unmapped[k] -= 1
-                if self.unmapped[k] <= 0:
-                    del self.unmapped[k]
         return out
+
+    def graph_key(self) -> dict:
+        """Options and the WordNet files' fingerprints (the graph is cached: building it reads WordNet)."""
+        root = self.wordnet.root
+        files = sorted(str(p.name) for p in root.glob("*.*") if p.name.split(".")[0] in ("index", "data"))
+        return {
+            "source": self.name, "code": code_fingerprint("kgitm.knowledge.wordnet_knowledge", "kgitm.core.wordnet"), "measure": self.measure, "hypernym_depth": self.hypernym_depth,
+            "max_senses": self.max_senses, "min_similarity": self.min_similarity, "self_loops": self.self_loops,
+            "files": [file_fingerprint(root / f) for f in files],
+        }
 
     def _similarity(self, a: tuple[str, int], b: tuple[str, int]) -> float:
         wn = self.wordnet

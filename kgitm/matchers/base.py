@@ -1,94 +1,17 @@
-"""The contract between encoders and matchers.
+"""The matcher contract.
 
-Encoders turn a batch into :class:`EncodedImages` / :class:`EncodedCaptions` (local features with
-masks, plus structure); a :class:`Matcher` scores every image of one block against every caption of
-another block in one batched computation. Training uses the same call on the ``B x B`` batch; exact
-evaluation tiles the full ``N_img x N_cap`` matrix into blocks (:mod:`kgitm.eval.similarity`).
+A :class:`Matcher` scores every image of one block against every caption of another block in one
+batched computation (:class:`~kgitm.core.types.EncodedImages` x :class:`~kgitm.core.types.EncodedCaptions`
+-> ``(N, M)``). Training uses the same call on the ``B x B`` batch; exact evaluation tiles the full
+``N_img x N_cap`` matrix into blocks (:mod:`kgitm.eval.similarity`). ``tests/test_matcher_contract.py``
+checks every matcher listed in :data:`kgitm.matchers.MATCHERS` against this contract.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields, replace
-from typing import Optional
-
-import torch
 from torch import Tensor, nn
 
-
-@dataclass
-class EncodedImages:
-    """Encoded regions of a block of images.
-
-    Shapes:
-        features: ``(N, R, D)``; mask: ``(N, R)`` bool, true for real regions (padding is false and
-        must never be attended); boxes: ``(N, R, 4)`` corners normalised to ``[0, 1]`` by the image
-        size, or ``None``; scene_graph: optional matcher-specific structure (SGM).
-    """
-
-    features: Tensor
-    mask: Tensor
-    boxes: Optional[Tensor] = None
-    extra: Optional[dict] = None
-
-    def __len__(self) -> int:
-        return self.features.shape[0]
-
-    def index(self, idx: slice | Tensor) -> "EncodedImages":
-        return _index(self, idx)
-
-    def to(self, device: torch.device) -> "EncodedImages":
-        return _to(self, device)
-
-
-@dataclass
-class EncodedCaptions:
-    """Encoded words of a block of captions.
-
-    Shapes:
-        features: ``(M, L, D)``; mask: ``(M, L)`` bool, true for real words; adjacency: ``(M, L, L)``
-        bool dependency edges between word positions (symmetric, no self loops), or ``None``;
-        extra: optional matcher-specific structure (SGM, concepts).
-    """
-
-    features: Tensor
-    mask: Tensor
-    adjacency: Optional[Tensor] = None
-    extra: Optional[dict] = None
-
-    def __len__(self) -> int:
-        return self.features.shape[0]
-
-    def index(self, idx: slice | Tensor) -> "EncodedCaptions":
-        return _index(self, idx)
-
-    def to(self, device: torch.device) -> "EncodedCaptions":
-        return _to(self, device)
-
-
-def _index(obj, idx):
-    out = {}
-    for f in fields(obj):
-        v = getattr(obj, f.name)
-        if isinstance(v, Tensor):
-            out[f.name] = v[idx]
-        elif isinstance(v, dict):
-            out[f.name] = {k: (t[idx] if isinstance(t, Tensor) else t) for k, t in v.items()}
-        else:
-            out[f.name] = v
-    return replace(obj, **out)
-
-
-def _to(obj, device):
-    out = {}
-    for f in fields(obj):
-        v = getattr(obj, f.name)
-        if isinstance(v, Tensor):
-            out[f.name] = v.to(device)
-        elif isinstance(v, dict):
-            out[f.name] = {k: (t.to(device) if isinstance(t, Tensor) else t) for k, t in v.items()}
-        else:
-            out[f.name] = v
-    return replace(obj, **out)
+from kgitm.core.types import EncodedCaptions, EncodedImages
 
 
 class Matcher(nn.Module):
@@ -103,6 +26,14 @@ class Matcher(nn.Module):
 
     def forward(self, images: EncodedImages, captions: EncodedCaptions) -> Tensor:  # pragma: no cover
         raise NotImplementedError
+
+    def bind(self, embed_dim: int) -> None:
+        """Create the layers that depend on the encoders' output size ``D``.
+
+        :class:`~kgitm.models.MatchingModel` calls it once with its ``embed_dim``, so a config names
+        the joint size once. Matchers without such layers (the default) ignore it; a matcher that
+        was given a size of its own checks that it is the same.
+        """
 
     def prepare_images(self, images: EncodedImages) -> EncodedImages:
         """Caption-independent work on a block of images, done once per block before scoring.

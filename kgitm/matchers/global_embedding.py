@@ -6,8 +6,9 @@ from typing import Literal
 
 from torch import Tensor
 
-from kgitm.matchers.base import EncodedCaptions, EncodedImages, Matcher
-from kgitm.nn.functional import l2norm, masked_mean
+from kgitm.core.types import EncodedCaptions, EncodedImages
+from kgitm.matchers.base import Matcher
+from kgitm.core.functional import l2norm, masked_mean
 
 
 class GlobalEmbeddingMatcher(Matcher):

@@ -12,10 +12,11 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-from kgitm.graphs.geometry import polar_pseudo_coordinates
-from kgitm.matchers.base import EncodedCaptions, EncodedImages, Matcher
+from kgitm.core.geometry import polar_pseudo_coordinates
+from kgitm.core.types import EncodedCaptions, EncodedImages
+from kgitm.matchers.base import Matcher
 from kgitm.matchers.scan import attended_block_cosine, cross_attention
-from kgitm.nn.functional import l2norm, masked_mean, masked_softmax, scratch_mul
+from kgitm.core.functional import l2norm, masked_mean, masked_softmax, scratch_mul
 
 #: keys of the caption-independent (image) and image-independent (caption) precomputations.
 _KERNEL_WEIGHTS = "gsmn_kernel_weights"
@@ -54,7 +55,7 @@ class GSMNMatcher(Matcher):
     * **Visual graph**: fully connected over the valid regions of an image (self loops included);
       the edge :math:`(i, j)` is weighted by ``K`` Gaussian kernels of the polar pseudo-coordinates
       :math:`u_{ij}` of the box centres
-      (:func:`~kgitm.graphs.geometry.polar_pseudo_coordinates`),
+      (:func:`~kgitm.core.geometry.polar_pseudo_coordinates`),
       :math:`w_k(u) = \exp(-\frac12 \sum_d \tau_{kd}^2 (u_d - \mu_{kd})^2)` with learned means
       :math:`\mu` and precisions :math:`\tau` (the angle difference taken around the circle),
       normalised to sum to one over the valid neighbours (MoNet's patch operator). It depends on the
@@ -218,7 +219,7 @@ class GSMNMatcher(Matcher):
         if images.boxes is None:
             raise ValueError(
                 "GSMNMatcher needs images.boxes, (N, R, 4) box corners normalised by the image size "
-                "(kgitm.graphs.geometry.normalize_boxes)"
+                "(kgitm.core.geometry.normalize_boxes)"
             )
         gram, block_norm = _block_gram(images.features, self.num_blocks, "image")
         extra = dict(images.extra or {})

@@ -19,8 +19,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from kgitm.matchers.base import EncodedCaptions, EncodedImages, Matcher
-from kgitm.nn.functional import l2norm, masked_mean, masked_softmax, scratch_mul
+from kgitm.core.types import EncodedCaptions, EncodedImages
+from kgitm.matchers.base import Matcher
+from kgitm.core.functional import l2norm, masked_mean, masked_softmax, scratch_mul
 
 #: key of the context Gram matrix in ``images.extra`` (t2i) or ``captions.extra`` (i2t).
 _GRAM = "scan_gram"

@@ -6,7 +6,7 @@ then matched against those of the textual graph: for every text object its best 
 averaged over the caption's objects, and the same for relations.
 
 The graph structure comes as padded index tensors in ``extra`` (see
-:mod:`kgitm.graphs.scene_graph_batch`); the features are gathered at those indices here.
+:mod:`kgitm.graphs.scene_graph_index`); the features are gathered at those indices here.
 """
 
 from __future__ import annotations
@@ -19,9 +19,10 @@ from torch import Tensor, nn
 from torch_geometric.nn import MLP, MessagePassing
 from torch_geometric.nn.resolver import activation_resolver
 
-from ..graphs.scene_graph_batch import box_iou
-from ..nn.functional import l2norm, masked_mean
-from .base import EncodedCaptions, EncodedImages, Matcher
+from kgitm.core.geometry import box_iou
+from kgitm.core.functional import l2norm, masked_mean
+from kgitm.core.types import EncodedCaptions, EncodedImages
+from kgitm.matchers.base import Matcher
 
 #: Number of geometry features :func:`relation_geometry` returns per (subject, object) box pair.
 RELATION_GEOMETRY_DIM = 5
@@ -206,7 +207,8 @@ class SGM(Matcher):
     object-level score only); a caption without objects scores 0, never NaN.
 
     Args:
-        embed_dim: feature size ``D`` of the regions and words (both sides, after their encoders).
+        embed_dim: feature size ``D`` of the regions and words (both sides, after their encoders);
+            ``None`` (the default) builds the layers when the model binds its size (:meth:`bind`).
         num_layers: :class:`TripleConv` rounds per graph encoder. (default: ``1``)
         rho: weight of the relation-level score. (default: ``1.0``)
         update_objects: also update objects from their relations. ``False`` follows the paper
@@ -231,7 +233,7 @@ class SGM(Matcher):
 
     def __init__(
         self,
-        embed_dim: int,
+        embed_dim: Optional[int] = None,
         *,
         num_layers: int = 1,
         rho: float = 1.0,
@@ -243,20 +245,40 @@ class SGM(Matcher):
         box_eps: float = 1e-6,
     ):
         super().__init__()
-        self.embed_dim = embed_dim
+        self.embed_dim: Optional[int] = None
+        self.num_layers = num_layers
         self.rho = rho
+        self.update_objects = update_objects
         self.use_box_geometry = use_box_geometry
+        self.num_predicate_labels = num_predicate_labels
+        self.dropout = dropout
+        self.act = act
         self.box_eps = box_eps
-        enc = dict(update_objects=update_objects, dropout=dropout, act=act)
-        self.visual_encoder = SceneGraphEncoder(embed_dim, num_layers, **enc)
-        self.text_encoder = SceneGraphEncoder(embed_dim, num_layers, **enc)
-        geometry_dim = RELATION_GEOMETRY_DIM if use_box_geometry else 0
+        if embed_dim is not None:
+            self.bind(embed_dim)
+
+    def bind(self, embed_dim: int) -> None:
+        """Build the graph encoders and relation MLP for features of size ``D = embed_dim`` (called by
+        :class:`~kgitm.models.MatchingModel` with the encoders' size, or by the constructor when
+        ``embed_dim`` is given)."""
+        if self.embed_dim is not None:
+            if embed_dim != self.embed_dim:
+                raise ValueError(
+                    f"SGM was built for embed_dim={self.embed_dim} but the encoders give {embed_dim}; "
+                    "leave matcher.init_args.embed_dim unset (the model sets it from model.embed_dim)"
+                )
+            return
+        self.embed_dim = embed_dim
+        enc = dict(update_objects=self.update_objects, dropout=self.dropout, act=self.act)
+        self.visual_encoder = SceneGraphEncoder(embed_dim, self.num_layers, **enc)
+        self.text_encoder = SceneGraphEncoder(embed_dim, self.num_layers, **enc)
+        geometry_dim = RELATION_GEOMETRY_DIM if self.use_box_geometry else 0
         self.visual_relation = MLP(
-            [2 * embed_dim + geometry_dim, embed_dim, embed_dim], act=act, norm=None, dropout=dropout
+            [2 * embed_dim + geometry_dim, embed_dim, embed_dim], act=self.act, norm=None, dropout=self.dropout
         )
         self.unknown_predicate = nn.Parameter(torch.empty(embed_dim))
         self.predicate_embedding = (
-            nn.Embedding(num_predicate_labels, embed_dim) if num_predicate_labels is not None else None
+            nn.Embedding(self.num_predicate_labels, embed_dim) if self.num_predicate_labels is not None else None
         )
         self.reset_parameters()
 
@@ -271,13 +293,15 @@ class SGM(Matcher):
 
     # -- encoding, once per side -------------------------------------------------------------
 
-    @staticmethod
-    def _require(extra: Optional[dict], keys: tuple[str, ...], side: str) -> dict:
+    def _require(self, extra: Optional[dict], keys: tuple[str, ...], side: str) -> dict:
+        if self.embed_dim is None:
+            raise RuntimeError("SGM has no layers yet: pass embed_dim, or bind(embed_dim) it (MatchingModel does)")
         missing = [k for k in keys if extra is None or k not in extra]
         if missing:
             raise ValueError(
                 f"SGM needs {side}.extra keys {missing}; build them with "
-                f"kgitm.graphs.scene_graph_batch.collate_{'visual' if side == 'images' else 'text'}_scene_graphs"
+                f"kgitm.graphs.scene_graph_index.collate_{'visual' if side == 'images' else 'text'}_scene_graphs "
+                "(the data pipeline does this with data.scene_graphs true)"
             )
         return extra
 

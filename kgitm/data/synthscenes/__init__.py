@@ -27,13 +27,11 @@ Modules, each importing only the ones before it:
 - ``captions``: caption pieces, the captioner and :func:`render_caption`;
 - ``diagnostics``: the relation-swap and attribute-swap caption pairs;
 - ``writer``: the files of a data set, ``meta.json`` and :func:`generate`;
-- ``cli``: ``kgitm synthscenes`` (:func:`main`).
 """
 
 from __future__ import annotations
 
 from .captions import Piece, render_caption
-from .cli import main
 from .config import GENERATOR_VERSION, PRESETS, SPLITS, SynthScenesConfig, make_config
 from .features import RegionLayout, region_layout
 from .geometry import Box, relation_holds
@@ -45,6 +43,6 @@ from .writer import generate, is_up_to_date, read_meta
 __all__ = [
     "ATTRIBUTES", "ATTRIBUTE_GROUPS", "Box", "CATEGORIES", "Category", "GENERATOR_VERSION", "KINDS", "PREDICATES",
     "PRESETS", "Piece", "Predicate", "RegionLayout", "SCENES", "SPLITS", "STUFF", "Scene", "SceneLayout",
-    "SceneObject", "SynthScenesConfig", "generate", "is_up_to_date", "main", "make_config", "read_meta",
+    "SceneObject", "SynthScenesConfig", "generate", "is_up_to_date", "make_config", "read_meta",
     "region_layout", "relation_holds", "render_caption",
 ]

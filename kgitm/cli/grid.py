@@ -31,7 +31,6 @@ import argparse
 import csv
 import itertools
 import json
-import os
 import subprocess
 import sys
 import time
@@ -40,6 +39,8 @@ from typing import Any
 
 import numpy as np
 import yaml
+
+from kgitm.core.io import atomic_open, atomic_write_text, savefig_atomic
 
 DEFAULT_METRICS = ["rsum", "i2t_r1", "t2i_r1", "relation_swap_acc", "attribute_swap_acc", "synonym_shift_t2i_r1"]
 
@@ -80,9 +81,12 @@ def check_grid(path: Path) -> dict[str, Any]:
     spec = load_grid(path)
     root = path.resolve().parents[2] if path.resolve().parent.parent.name == "configs" else Path.cwd()
     names = [spec["base"], spec.get("trainer", "configs/trainer/cpu.yaml")]
+    def files(args: list[str]) -> list[str]:  # values, and --key=value / --key+=value forms
+        return [a.split("=", 1)[-1] for a in args if a.endswith((".yaml", ".yml"))]
+
     for _, args in cells(spec):
-        names += [a for a in args if a.endswith((".yaml", ".yml"))]
-    names += [a for a in map(str, spec["args"]) if a.endswith((".yaml", ".yml"))]
+        names += files(args)
+    names += files(list(map(str, spec["args"])))
     for n in names:
         if not (root / n).exists():
             raise SystemExit(f"kgitm grid: {path}: names {n}, which does not exist under {root}")
@@ -165,13 +169,11 @@ def summarize(spec: dict[str, Any], rows: list[dict], out: Path) -> str:
     """Write results.csv, summary.md and summary.png; return the Markdown table."""
     metrics = list(spec["metrics"])
     axes = list(spec["axes"])
-    tmp = out / "results.csv.tmp"
-    with open(tmp, "w", newline="") as f:
+    with atomic_open(out / "results.csv", "w") as f:
         w = csv.DictWriter(f, fieldnames=[*axes, "seed", *metrics])
         w.writeheader()
         for r in rows:
             w.writerow({k: r.get(k, "") for k in [*axes, "seed", *metrics]})
-    os.replace(tmp, out / "results.csv")
 
     groups: dict[tuple, list[dict]] = {}
     for r in rows:
@@ -195,8 +197,7 @@ def summarize(spec: dict[str, Any], rows: list[dict], out: Path) -> str:
         lines.append(f"| {' | '.join(key)} | {len(rs)} | " + " | ".join(cells_txt) + " |")
     table = "\n".join(lines) + "\n"
     note = f"\nMean ± sample standard deviation over seeds; grid `{spec['name']}`.\n"
-    (out / "summary.md.tmp").write_text(table + note)
-    os.replace(out / "summary.md.tmp", out / "summary.md")
+    atomic_write_text(out / "summary.md", table + note)
     _plot(stats, metrics, axes, out / "summary.png")
     return table
 
@@ -218,10 +219,8 @@ def _plot(stats: dict, metrics: list[str], axes: list[str], path: Path) -> None:
         ax.set_title(m, fontsize=9)
     fig.suptitle(" x ".join(axes) + " (mean ± sd over seeds)", fontsize=9)
     fig.tight_layout()
-    tmp = path.with_name(path.stem + ".tmp.png")
-    fig.savefig(tmp, dpi=120)
+    savefig_atomic(fig, path, dpi=120)
     plt.close(fig)
-    os.replace(tmp, path)
 
 
 def main(argv: list[str] | None = None) -> int:

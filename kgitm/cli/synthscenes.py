@@ -8,8 +8,8 @@ import time
 from pathlib import Path
 from typing import Sequence
 
-from .config import PRESETS, SPLITS, make_config
-from .writer import generate, is_up_to_date, read_meta
+from kgitm.data.synthscenes.config import PRESETS, SPLITS, make_config
+from kgitm.data.synthscenes.writer import generate, is_up_to_date, read_meta
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -1,7 +1,8 @@
 """A small reader of the WordNet 3.0 database files (WNDB format: ``index.*``, ``data.*``, ``*.exc``).
 
-No NLTK: the Debian packages ``wordnet-base`` and ``wordnet-sense-index`` put the files in
-``/usr/share/wordnet`` and this module reads them directly. It offers what a concept graph needs:
+The one WordNet reader of kgitm: the caption parser (compound nouns), the SPICE metric and the
+WordNet knowledge source all use it. No NLTK: the Debian packages ``wordnet-base`` and
+``wordnet-sense-index`` put the files in ``/usr/share/wordnet`` and this module reads them directly. It offers what a concept graph needs:
 synsets of a word, morphy-like lemmatisation (exception lists, then detachment rules validated against
 the index), synonyms, hypernyms to a given depth, path similarity and Wu-Palmer similarity.
 
@@ -25,6 +26,7 @@ __all__ = [
     "WordNet",
     "WordNetNotFoundError",
     "apply_substitutions",
+    "load_wordnet",
 ]
 
 #: where the Debian packages install the files; ``$KGITM_WORDNET_DIR`` overrides it
@@ -139,7 +141,7 @@ class WordNet:
     def _index_of(self, pos: str) -> dict[str, tuple[int, ...]]:
         if pos not in self._index:
             table: dict[str, tuple[int, ...]] = {}
-            with open(self.root / f"index.{POS_FILES[pos]}", encoding="utf-8") as f:
+            with open(self.root / f"index.{POS_FILES[pos]}", encoding="utf-8", errors="replace") as f:
                 for line in f:
                     if line.startswith(" "):
                         continue  # licence header
@@ -155,11 +157,11 @@ class WordNet:
             table: dict[str, tuple[str, ...]] = {}
             path = self.root / f"{POS_FILES[pos]}.exc"
             if path.is_file():
-                with open(path, encoding="utf-8") as f:
+                with open(path, encoding="utf-8", errors="replace") as f:
                     for line in f:
                         fields = line.split()
-                        if len(fields) >= 2:
-                            table[fields[0]] = tuple(fields[1:])
+                        if len(fields) >= 2:  # a form listed twice keeps both lines' bases, in file order
+                            table[fields[0]] = table.get(fields[0], ()) + tuple(fields[1:])
             self._exceptions[pos] = table
         return self._exceptions[pos]
 
@@ -190,6 +192,34 @@ class WordNet:
 
     def is_lemma(self, lemma: str, pos: str) -> bool:
         return lemma in self._index_of(pos)
+
+    def lemmas(self, pos: str) -> frozenset[str]:
+        """Every lemma of part of speech ``pos`` in the index (multi-word lemmas joined by ``_``)."""
+        return frozenset(self._index_of(pos))
+
+    def synset_keys(self, lemma: str, pos: str | None = None) -> frozenset[tuple[str, int]]:
+        """Keys ``(pos, offset)`` of the synsets listing ``lemma`` itself (no morphology; spaces as
+        ``_``), in part of speech ``pos`` or all four."""
+        key = lemma.replace(" ", "_")
+        return frozenset((p, off) for p in ((pos,) if pos else tuple(POS_FILES)) for off in self._index_of(p).get(key, ()))
+
+    def base_form(self, form: str, pos: str) -> str | None:
+        """One base form of ``form`` as ``pos``, in the order the SPICE metric uses: the first entry of
+        the exception list, else ``form`` itself when it is a lemma, else the first result of one round
+        of detachment rules that is a lemma; ``None`` when none is. (:meth:`morphy_all` keeps all
+        candidates and prefers the form itself.)"""
+        exceptions = self._exceptions_of(pos)
+        if form in exceptions:
+            return exceptions[form][0]
+        index = self._index_of(pos)
+        if form in index:
+            return form
+        for old, new in MORPHOLOGICAL_SUBSTITUTIONS[pos]:
+            if form.endswith(old) and len(form) > len(old):
+                base = form[: len(form) - len(old)] + new
+                if base in index:
+                    return base
+        return None
 
     def morphy_all(self, form: str, pos: str) -> list[str]:
         """Every base form of ``form`` as part of speech ``pos`` that WordNet knows, best first.
@@ -296,3 +326,21 @@ class WordNet:
         lcs = max(common, key=lambda k: (self.max_depth(k), -(da[k] + db[k]), k))
         depth = self.max_depth(lcs) + 2 if lcs == _ROOT else self.max_depth(lcs) + 1
         return 2.0 * depth / (da[lcs] + db[lcs] + 2.0 * depth)
+
+
+_READERS: dict[str, WordNet | None] = {}
+
+
+def load_wordnet(wordnet_dir: str | Path | None = None, *, required: bool = False) -> WordNet | None:
+    """The reader of ``wordnet_dir`` (default ``$KGITM_WORDNET_DIR`` or ``/usr/share/wordnet``), made
+    once per folder and process; ``None`` when the files are missing, unless ``required`` (then
+    :class:`WordNetNotFoundError` with the install hint)."""
+    root = str(wordnet_dir or os.environ.get("KGITM_WORDNET_DIR") or DEFAULT_WORDNET_DIR)
+    if root not in _READERS:
+        try:
+            _READERS[root] = WordNet(root)
+        except WordNetNotFoundError:
+            if required:
+                raise
+            return None
+    return _READERS[root]

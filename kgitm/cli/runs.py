@@ -3,18 +3,16 @@
 from __future__ import annotations
 
 import os
-import sys
 import tempfile
 from pathlib import Path
 
 import torch
 import yaml
-from lightning.fabric.utilities.apply_func import move_data_to_device
 
-from kgitm.data.datamodule import PrecompDataModule
-from kgitm.lit.cli import KgitmCLI
+from kgitm.cli.lightning import ConfigError, build_cli
+from kgitm.lit.datamodule import PrecompDataModule
 from kgitm.lit.module import MatchingModule
-from kgitm.matchers.base import EncodedCaptions, EncodedImages
+from kgitm.models.matching import EncodedSplit
 
 #: keys a saved ``kgitm fit|test`` config carries for its subcommand, not for the model or data.
 _SUBCOMMAND_KEYS = ("ckpt_path", "verbose", "weights_only")
@@ -32,8 +30,9 @@ def load_run(
     ``config`` may be an experiment config or the ``config.yaml`` a run saved (its subcommand keys
     such as ``ckpt_path`` are dropped); ``extra`` are further Lightning CLI arguments. The checkpoint
     is read with ``weights_only=True``: only tensors and plain containers are unpickled (the
-    hyper-parameters kgitm saves are plain dicts, so Lightning checkpoints load). Returns the model
-    in eval mode on ``device`` and the (not yet set up) data module.
+    hyper-parameters kgitm saves are plain dicts, so Lightning checkpoints load). Returns the task in
+    eval mode on ``device`` (its ``.model`` is the plain :class:`~kgitm.models.MatchingModel`) and the
+    data module, with the model's caption transforms set.
     """
     config = Path(config)
     if not config.is_file():
@@ -48,26 +47,20 @@ def load_run(
         fd, tmp = tempfile.mkstemp(suffix=".yaml")
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             yaml.safe_dump(parsed, f)
-    argv, sys.argv = sys.argv, sys.argv[:1]  # the CLI parses `args`, not the caller's arguments
     try:
-        cli = KgitmCLI(
-            MatchingModule,
-            PrecompDataModule,
-            run=False,
-            args=["--config", tmp or str(config), *(extra or [])],
-            save_config_callback=None,
-            parser_kwargs={"default_env": False},
-        )
+        cli = build_cli(["--config", tmp or str(config), *(extra or [])], run=False, save_config_callback=None)
+    except ConfigError as err:
+        raise RunLoadError(str(err).replace(str(tmp), str(config)) if tmp else str(err)) from None
     finally:
-        sys.argv = argv
         if tmp is not None:
             os.unlink(tmp)
     try:
-        state = torch.load(ckpt, map_location="cpu", weights_only=True)["state_dict"]
+        checkpoint = torch.load(ckpt, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise RunLoadError(f"{ckpt}: no such checkpoint; pass the .ckpt written by `kgitm fit`") from None
+    cli.model.on_load_checkpoint(checkpoint)  # checkpoints of kgitm 0.1 lack the model. prefix
     try:
-        cli.model.load_state_dict(state)
+        cli.model.load_state_dict(checkpoint["state_dict"])
     except RuntimeError as err:
         lines = str(err).splitlines()
         first = lines[1].strip() if len(lines) > 1 else str(err)
@@ -75,19 +68,12 @@ def load_run(
             f"{ckpt}: weights do not fit the model of {config} ({first}); pass the config (and "
             "overrides) the checkpoint was trained with"
         ) from None
+    cli.datamodule.set_caption_transforms(cli.model.model.caption_transforms())
     return cli.model.eval().to(device), cli.datamodule
 
 
 @torch.no_grad()
-def encode_test(model: MatchingModule, dm: PrecompDataModule, device: torch.device | str = "cpu") -> tuple[EncodedImages, EncodedCaptions]:
-    """Encode the test split exactly as ``kgitm test`` does (each image once, at its first caption).
-
-    Uses the module's evaluation helpers (``_eval_start/_eval_step/_eval_matrices``), the same code
-    the validation, test and predict loops run; the encodings are returned on the CPU.
-    """
-    model._eval_start()
-    for batch in dm.test_dataloader():
-        model._eval_step(move_data_to_device(batch, torch.device(device)))
-    images, captions = model._eval_matrices()
-    model._eval = {}
-    return images, captions
+def encode_test(task: MatchingModule, dm: PrecompDataModule, device: torch.device | str = "cpu") -> EncodedSplit:
+    """Encode the test split exactly as ``kgitm test`` does (each image once, at its first caption;
+    :meth:`kgitm.models.MatchingModel.encode_split`); the encodings are returned on the CPU."""
+    return task.model.encode_split(dm.test_dataloader(), device=device)

@@ -13,8 +13,11 @@ from pathlib import Path
 
 import numpy as np
 
+from kgitm.core import CAPTIONS_PER_IMAGE
+from kgitm.core.io import atomic_write_json
+from kgitm.eval.matrix import SimilarityFileError, check_layout, load_similarity
 from kgitm.eval.metrics import METRIC_KEYS, PROTOCOLS, evaluate_retrieval
-from kgitm.eval.report import format_retrieval_table, write_json
+from kgitm.eval.report import format_retrieval_table
 
 PROG = "kgitm evaluate"
 
@@ -63,9 +66,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--captions-per-image",
         type=int,
-        default=5,
+        default=CAPTIONS_PER_IMAGE,
         metavar="K",
-        help="captions per image k; the captions of image i are columns k*i..k*i+k-1 (default: 5)",
+        help=f"captions per image k; the captions of image i are columns k*i..k*i+k-1 (default: {CAPTIONS_PER_IMAGE})",
     )
     parser.add_argument(
         "--protocol",
@@ -98,47 +101,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _fail(path: Path, what: str) -> SystemExit:
-    return SystemExit(f"{PROG}: {path}: {what}")
-
-
 def _load(path: Path, *, transpose: bool, k: int) -> np.ndarray:
-    """Load and validate the matrix (memory-mapped unless transposed)."""
-    if not path.is_file():
-        raise _fail(path, "no such file; pass the .npy written by `kgitm predict` or np.save")
+    """Load and validate the matrix (memory-mapped unless transposed); errors exit with one line."""
     try:
-        sims = np.load(path, mmap_mode="r", allow_pickle=False)
-    except ValueError as err:  # pickled object arrays, or not a .npy at all
-        raise _fail(path, f"cannot read as a plain numeric .npy ({err}); save it with np.save") from err
-    except OSError as err:
-        raise _fail(path, f"cannot read ({err}); check the file is a complete .npy") from err
-    if not isinstance(sims, np.ndarray):  # an .npz archive
-        raise _fail(path, "is an .npz archive, expected one .npy array; save the matrix with np.save")
-    if sims.ndim != 2:
-        raise _fail(
-            path,
-            f"expected a 2-D similarity matrix (N_img, N_cap), got shape {sims.shape}; "
-            "save one matrix",
-        )
-    if not (np.issubdtype(sims.dtype, np.floating) or np.issubdtype(sims.dtype, np.integer)):
-        raise _fail(path, f"expected real-valued scores, got dtype {sims.dtype}")
-    if k < 1:
-        raise _fail(path, f"--captions-per-image must be >= 1, got {k}")
-    if transpose:
-        sims = np.ascontiguousarray(sims.T)
-    n_img, n_cap = sims.shape
-    if n_cap != k * n_img:
-        hint = (
-            "; the transposed shape fits: pass --transpose"
-            if n_img == k * n_cap
-            else "; check --captions-per-image"
-        )
-        flag = " (after --transpose)" if transpose else ""
-        raise _fail(
-            path,
-            f"shape{flag} {(n_img, n_cap)} does not match --captions-per-image {k}: expected "
-            f"({n_img}, {k * n_img}) with the captions of image i at columns k*i..k*i+k-1{hint}",
-        )
+        sims = load_similarity(path)
+        if transpose:
+            sims = np.ascontiguousarray(sims.T)
+        check_layout(sims, k, path=path, transposed=transpose)
+    except SimilarityFileError as err:
+        raise SystemExit(f"{PROG}: {err}") from None
     return sims
 
 
@@ -154,7 +125,7 @@ def main(argv: list[str]) -> int:
         msg = str(err)
         if args.transpose:
             msg += " (row/col of the transposed matrix)"
-        raise _fail(args.sims, msg) from err
+        raise SystemExit(f"{PROG}: {args.sims}: {msg}") from err
 
     name = args.sims.stem
     table = {name: results}
@@ -168,10 +139,7 @@ def main(argv: list[str]) -> int:
         title += f" | {len(results['folds'])} folds of {args.fold_images} images"
     print(format_retrieval_table(table, title=title))
     if args.output is not None:
-        write_json(args.output, results)
+        atomic_write_json(args.output, results)
         print(f"wrote {args.output}", file=sys.stderr)
     return 0
 
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))

@@ -1,4 +1,5 @@
-"""Box geometry shared by the visual graphs and GSMN: normalisation and polar pseudo-coordinates."""
+"""Box geometry shared by the visual graphs, the scene-graph collation, GSMN and SGM: normalisation,
+180-degree rotation, polar pseudo-coordinates and IoU."""
 
 from __future__ import annotations
 
@@ -49,3 +50,22 @@ def polar_pseudo_coordinates(boxes: Tensor) -> Tensor:
     rho = delta.norm(dim=-1)
     theta = torch.atan2(delta[..., 1], delta[..., 0]) / math.pi
     return torch.stack([rho, theta], dim=-1)
+
+
+def box_iou(a: Tensor, b: Tensor) -> Tensor:
+    """Intersection over union of corner boxes, broadcast over leading dimensions.
+
+    Pairs whose union is empty (two degenerate boxes) get IoU ``0``. For all pairs between two sets
+    use ``box_iou(a.unsqueeze(-2), b.unsqueeze(-3))``.
+
+    Shapes:
+        a: ``(..., 4)`` ``x1, y1, x2, y2``; b: ``(..., 4)`` broadcastable with ``a``. Output: ``(...)``.
+    """
+    lt = torch.maximum(a[..., :2], b[..., :2])
+    rb = torch.minimum(a[..., 2:], b[..., 2:])
+    inter = (rb - lt).clamp_min(0).prod(-1)
+    area_a = (a[..., 2:] - a[..., :2]).clamp_min(0).prod(-1)
+    area_b = (b[..., 2:] - b[..., :2]).clamp_min(0).prod(-1)
+    union = area_a + area_b - inter
+    nonempty = union > 0
+    return torch.where(nonempty, inter / torch.where(nonempty, union, torch.ones_like(union)), torch.zeros_like(union))

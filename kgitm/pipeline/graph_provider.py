@@ -1,4 +1,4 @@
-"""Per-caption and per-image graph structure for the data module, read from the stores written by
+"""Per-caption and per-image graph structure for the data pipeline, read from the stores written by
 ``kgitm preprocess`` (never parsed on the fly: a missing or stale store is an error that says how to
 build it).
 
@@ -10,12 +10,14 @@ Caption sets map to store folders: a split ``S`` to ``<store>/S/text`` (checked 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import torch
+from torch import Tensor
 
-from kgitm.data.precomp import DataFormatError
+from kgitm.core.io import DataFormatError
+from kgitm.graphs.scene_graph_json import VisualSceneGraph
 from kgitm.graphs.store import GraphStore, VisualGraphStore
+from kgitm.graphs.types import ParsedCaption
 
 
 class GraphProvider:
@@ -62,17 +64,24 @@ class GraphProvider:
             self._visual[split] = VisualGraphStore.load(folder, source_file=source)
         return self._visual[split]
 
-    def caption(self, name: str, index: int, num_tokens: int, *, scene_graph: bool) -> dict:
-        """``{"adjacency": (n, n) bool, "parsed": ParsedCaption | None}`` for caption ``index`` of set ``name``."""
+    def _checked(self, name: str, index: int, num_tokens: int) -> GraphStore:
         store = self.text_store(name)
         stored = int(store.num_tokens[index])
         if stored < num_tokens:
             raise DataFormatError(
-                f"{store.path if hasattr(store, 'path') else name}: caption {index} has {stored} tokens in the graph store "
-                f"but {num_tokens} in the caption file; rebuild the store with `kgitm preprocess ... --overwrite`"
+                f"{store.path or name}: caption {index} has {stored} tokens in the graph store but {num_tokens} in "
+                "the caption file; rebuild the store with `kgitm preprocess ... --overwrite`"
             )
-        adj = store.dependency_adjacency(torch.tensor([index]), max_len=num_tokens)[0]
-        return {"adjacency": adj, "parsed": store[index] if scene_graph else None}
+        return store
 
-    def image(self, split: str, index: int) -> Optional[object]:
+    def adjacency(self, name: str, index: int, num_tokens: int) -> Tensor:
+        """The ``(n, n)`` bool dependency adjacency of caption ``index`` of set ``name`` (``n = num_tokens``)."""
+        return self._checked(name, index, num_tokens).dependency_adjacency(torch.tensor([index]), max_len=num_tokens)[0]
+
+    def parsed(self, name: str, index: int, num_tokens: int) -> ParsedCaption:
+        """The :class:`~kgitm.graphs.types.ParsedCaption` of caption ``index`` of set ``name``."""
+        return self._checked(name, index, num_tokens)[index]
+
+    def image(self, split: str, index: int) -> VisualSceneGraph:
+        """The visual scene graph of image ``index`` of ``split``."""
         return self.visual_store(split)[index]

@@ -12,13 +12,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-import tempfile
 from pathlib import Path
 
 from tqdm import tqdm
 
+from kgitm.core.io import atomic_open
 from kgitm.graphs.factual import format_factual
 from kgitm.graphs.text_parser import DEFAULT_SPACY_MODEL, SpacyModelMissingError, TextGraphParser
 
@@ -43,22 +42,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"kgitm parse-captions: {e}", file=sys.stderr)
         return 2
     out = args.output
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=out.name + ".", suffix=".tmp", dir=out.parent)
     empty = 0
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            for p in tqdm(parser.iter_parse(captions), total=len(captions), desc="parsing", unit="cap"):
-                if not p.scene_graph.objects:
-                    empty += 1
-                if args.format == "json":
-                    f.write(json.dumps(p.to_json(), ensure_ascii=False) + "\n")
-                else:
-                    f.write(format_factual(p.scene_graph) + "\n")
-        os.replace(tmp, out)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_open(out, "w") as f:
+        for p in tqdm(parser.iter_parse(captions), total=len(captions), desc="parsing", unit="cap"):
+            if not p.scene_graph.objects:
+                empty += 1
+            if args.format == "json":
+                f.write(json.dumps(p.to_json(), ensure_ascii=False) + "\n")
+            else:
+                f.write(format_factual(p.scene_graph) + "\n")
     print(f"{len(captions)} captions -> {out} ({args.format}); {empty} with an empty scene graph")
     return 0

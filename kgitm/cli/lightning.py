@@ -1,0 +1,164 @@
+"""LightningCLI for kgitm: ``kgitm fit|validate|test|predict --config configs/experiment/X.yaml``.
+
+Data-derived sizes are linked into the model (vocabulary size and words from the training captions,
+region feature size from ``{split}_ims.npy``) and the joint size is set once (``model.embed_dim``,
+linked into both encoders), so configs never repeat them. After ``test`` the retrieval table and
+diagnostic accuracies are printed and written as JSON next to the logs; ``predict`` writes the test
+similarity matrix as ``.npy`` (images x captions), readable by ``kgitm evaluate``.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Optional
+
+import yaml
+from lightning.pytorch.cli import LightningCLI
+
+from kgitm.core.io import atomic_write_json, atomic_write_npy
+from kgitm.eval.report import format_retrieval_table
+from kgitm.lit.datamodule import PrecompDataModule
+from kgitm.lit.module import MatchingModule
+
+#: keys of the model group that configs written for kgitm 0.1 used, and what replaced them
+LEGACY_MODEL_KEYS = {
+    "hardest_negative_warmup_epochs": "model.loss[RetrievalHinge].warmup_epochs",
+    "relation_swap_weight": "a kgitm.models.losses.RelationSwapHinge entry of model.loss",
+    "relation_swap_pairs": "RelationSwapHinge.pairs",
+    "rotated_image_weight": "a kgitm.models.losses.RotatedImageHinge entry of model.loss",
+}
+#: encoder sizes that are linked from model.embed_dim and must not be set directly
+LINKED_SIZES = ("image_encoder", "text_encoder")
+
+
+class ConfigError(ValueError):
+    """A config cannot be used as written; the message names the file and the fix."""
+
+
+@contextmanager
+def argv_as(args: list[str]) -> Iterator[None]:
+    """``sys.argv`` set to ``[program, *args]`` for the duration (LightningCLI and its launcher read it)."""
+    saved = sys.argv
+    sys.argv = [saved[0], *args]
+    try:
+        yield
+    finally:
+        sys.argv = saved
+
+
+def _config_files(args: list[str]) -> list[tuple[str, Path]]:
+    """``(group, path)`` of every YAML file named in ``args`` (``--config F``, ``--model F``, ...),
+    with the files those name in turn (``model: ../model/x.yaml``)."""
+    found: list[tuple[str, Path]] = []
+    todo: list[tuple[str, Path]] = []
+    for flag, value in zip(args, args[1:]):
+        if flag.startswith("--") and value.endswith((".yaml", ".yml")):
+            group = flag[2:].split("=")[0]
+            todo.append(("" if group == "config" else group, Path(value)))
+    while todo:
+        group, path = todo.pop()
+        if not path.is_file() or (group, path) in found:
+            continue
+        found.append((group, path))
+        try:
+            data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except yaml.YAMLError:
+            continue
+        if isinstance(data, dict) and group == "":
+            for key, value in data.items():
+                if isinstance(value, str) and value.endswith((".yaml", ".yml")):
+                    todo.append((key, (path.parent / value)))
+    return found
+
+
+def check_config_args(args: list[str]) -> None:
+    """Refuse, with one line naming the file and the fix, a config written for kgitm 0.1 and an encoder
+    size set where ``model.embed_dim`` would silently override it.
+
+    Raises:
+        ConfigError: the first problem found.
+    """
+    for flag in args:
+        for part in LINKED_SIZES:
+            if flag.startswith(f"--model.{part}.init_args.embed_dim"):
+                raise ConfigError(f"{flag}: the encoders' size is linked from model.embed_dim; pass --model.embed_dim instead")
+    for group, path in _config_files(args):
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        if not isinstance(data, dict):
+            continue
+        model = data if group == "model" else data.get("model") if group == "" else None
+        if not isinstance(model, dict):
+            continue
+        legacy = [k for k in LEGACY_MODEL_KEYS if k in model]
+        loss = model.get("loss")
+        if isinstance(loss, dict) and str(loss.get("class_path", "")).endswith("ContrastiveLoss"):
+            legacy.append("loss")
+        if legacy:
+            raise ConfigError(
+                f"{path}: written for kgitm 0.1 (model.{legacy[0]}); convert it with "
+                f"`kgitm upgrade-config {path} --out NEW.yaml` (loss terms are now a list, model.loss)"
+            )
+        for part in LINKED_SIZES:
+            init = (model.get(part) or {}).get("init_args") if isinstance(model.get(part), dict) else None
+            if isinstance(init, dict) and "embed_dim" in init:
+                raise ConfigError(
+                    f"{path}: sets model.{part}.init_args.embed_dim, which model.embed_dim overrides; "
+                    f"set model.embed_dim once instead (`kgitm upgrade-config {path} --out NEW.yaml` does it)"
+                )
+
+
+class KgitmCLI(LightningCLI):
+    def add_arguments_to_parser(self, parser) -> None:
+        parser.link_arguments("model.embed_dim", "model.image_encoder.init_args.embed_dim")
+        parser.link_arguments("model.embed_dim", "model.text_encoder.init_args.embed_dim")
+        parser.link_arguments("data.vocab_size", "model.text_encoder.init_args.vocab_size", apply_on="instantiate")
+        parser.link_arguments("data.vocab_words", "model.text_encoder.init_args.vocab_words", apply_on="instantiate")
+        parser.link_arguments("data.feature_dim", "model.image_encoder.init_args.feature_dim", apply_on="instantiate")
+        parser.add_argument("--results_name", type=Optional[str], default=None, help="row name in the printed results table (default: the model's matcher class)")
+        parser.add_argument("--sims_out", type=Optional[str], default=None, help="predict: where to write the similarity matrix (.npy); default <log dir>/test_sims.npy")
+
+    def _out_dir(self) -> Path:
+        d = self.trainer.log_dir or self.trainer.default_root_dir
+        Path(d).mkdir(parents=True, exist_ok=True)
+        return Path(d)
+
+    def _name(self) -> str:
+        cfg = self.config[self.subcommand]
+        return cfg.get("results_name") or type(self.model.matcher).__name__
+
+    def after_test(self) -> None:
+        if not self.trainer.is_global_zero:
+            return
+        res = self.model.test_results
+        print(format_retrieval_table({self._name(): res}, title=f"test: {self.datamodule.hparams.root} / {self.datamodule.hparams.test_split}"))
+        out = self._out_dir() / "test_results.json"
+        atomic_write_json(out, {"name": self._name(), "results": res})
+        print(f"results written to {out}")
+
+    def after_predict(self) -> None:
+        if not self.trainer.is_global_zero:
+            return
+        sims = self.model.predicted_similarity
+        out = Path(self.config[self.subcommand].get("sims_out") or self._out_dir() / "test_sims.npy")
+        atomic_write_npy(out, sims.astype("float32"))
+        print(f"similarity matrix {sims.shape} (images x captions) written to {out}; score it with: kgitm evaluate {out}")
+
+
+def build_cli(args: list[str], **kwargs: Any) -> KgitmCLI:
+    """A :class:`KgitmCLI` over ``args`` (``sys.argv`` is set to them for the call: LightningCLI reads
+    it, and passing ``args=`` as well would make it warn). Extra ``kwargs`` go to the CLI."""
+    check_config_args(args)
+    with argv_as(args):
+        return KgitmCLI(MatchingModule, PrecompDataModule, parser_kwargs={"default_env": False}, **kwargs)
+
+
+def run_lightning_cli(args: list[str]) -> KgitmCLI:
+    """``kgitm fit|validate|test|predict ARGS``."""
+    try:
+        return build_cli(args, save_config_kwargs={"overwrite": True})
+    except ConfigError as err:
+        print(f"kgitm {args[0] if args else ''}: error: {err}", file=sys.stderr)
+        raise SystemExit(2) from None

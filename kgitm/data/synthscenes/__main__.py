@@ -1,5 +1,0 @@
-"""``python -m kgitm.data.synthscenes``: the same as ``kgitm synthscenes``."""
-
-from .cli import main
-
-raise SystemExit(main())

@@ -1,0 +1,209 @@
+"""Lightning data module over the precomputed layout (:mod:`kgitm.data.precomp`).
+
+Training samples are captions, each paired with its image (the field's convention). Evaluation
+iterates over all captions of a split in order; the task encodes each image once (at its first
+caption) and scores the full matrix with the exact protocol of :mod:`kgitm.eval.metrics`. The
+datasets and the collation are the plain-PyTorch data pipeline (:mod:`kgitm.pipeline`); this module
+opens splits, builds the vocabulary and makes loaders.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+import lightning as L
+import numpy as np
+from lightning.pytorch.utilities import rank_zero_warn
+from torch.utils.data import DataLoader
+
+from kgitm.core import CAPTIONS_PER_IMAGE
+from kgitm.core.text import Vocabulary
+from kgitm.data.precomp import PrecompSplit
+from kgitm.pipeline.dataset import CaptionImageDataset, CaptionSet, CaptionTransform, SceneGraphLimits
+from kgitm.pipeline.diagnostics import diagnostic_sets
+from kgitm.pipeline.graph_provider import GraphProvider
+from kgitm.pipeline.hard_negatives import SYMMETRIC_PREDICATES
+
+
+class PrecompDataModule(L.LightningDataModule):
+    """Data module for any data set in the precomputed layout (SynthScenes, Flickr30K, COCO).
+
+    Args:
+        root: folder with the split files.
+        captions_per_image: ``k`` captions per image.
+        train_split / val_split / test_split: split names.
+        batch_size: training batch size (captions).
+        eval_batch_size: batch size for encoding during evaluation.
+        num_workers: data loader workers.
+        max_words: captions are truncated to this many tokens.
+        min_word_count: vocabulary keeps training words seen at least this often.
+        val_max_images: validate on the first this-many images only (``None``: all), so that
+            per-epoch validation of cross-attention matchers stays affordable.
+        require_boxes: fail early when boxes/sizes are missing (graph matchers).
+        graph_store: folder of the graph stores written by ``kgitm preprocess`` (``None``: no
+            graphs; GSMN sparse and SGM need them).
+        scene_graphs: also serve textual and visual scene graphs (SGM); needs ``graph_store``.
+        scene_graph_limits: padding limits of the scene-graph tensors.
+        relation_swap_negatives: give every training caption a relation-swapped copy
+            (:mod:`kgitm.pipeline.hard_negatives`) for a hard-negative loss term
+            (:class:`~kgitm.models.losses.RelationSwapHinge`); needs ``graph_store``.
+        symmetric_predicates: predicate lemmas never swapped (default
+            :data:`kgitm.pipeline.hard_negatives.SYMMETRIC_PREDICATES`).
+        swap_predicates: if given, swap only relations with these predicate lemmas (default ``None``:
+            every asymmetric one).
+        diagnostics: evaluate the SynthScenes diagnostic sets (``root/diagnostics/``) at test time
+            when present.
+    """
+
+    def __init__(
+        self,
+        root: str = "data/synthscenes",
+        *,
+        captions_per_image: int = CAPTIONS_PER_IMAGE,
+        train_split: str = "train",
+        val_split: str = "dev",
+        test_split: str = "test",
+        batch_size: int = 128,
+        eval_batch_size: int = 256,
+        num_workers: int = 0,
+        max_words: int = 64,
+        min_word_count: int = 1,
+        val_max_images: Optional[int] = None,
+        require_boxes: bool = False,
+        graph_store: Optional[str] = None,
+        scene_graphs: bool = False,
+        scene_graph_limits: SceneGraphLimits = SceneGraphLimits(),
+        relation_swap_negatives: bool = False,
+        symmetric_predicates: Sequence[str] = SYMMETRIC_PREDICATES,
+        swap_predicates: Optional[Sequence[str]] = None,
+        diagnostics: bool = True,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.root = Path(root)
+        if not isinstance(scene_graph_limits, SceneGraphLimits):
+            scene_graph_limits = SceneGraphLimits(**dict(scene_graph_limits))
+        self.scene_graph_limits = scene_graph_limits
+        self._splits: dict[str, PrecompSplit] = {}
+        train = self.open_split(train_split)
+        self.vocab = Vocabulary.build(train.captions, min_count=min_word_count)
+        self._graphs = None
+        if scene_graphs and graph_store is None:
+            raise ValueError("scene_graphs=True needs graph_store (run `kgitm preprocess` first)")
+        if relation_swap_negatives and graph_store is None:
+            raise ValueError("relation_swap_negatives=True needs graph_store (the parsed captions of `kgitm preprocess`)")
+        if not relation_swap_negatives and (swap_predicates is not None or tuple(symmetric_predicates) != SYMMETRIC_PREDICATES):
+            rank_zero_warn(
+                "data.swap_predicates / data.symmetric_predicates are set but have no effect: they choose the "
+                "relations of the relation-swap negatives; set data.relation_swap_negatives true to use them"
+            )
+        self._transforms: list[CaptionTransform] = []
+        if graph_store is not None:
+            self._graphs = GraphProvider(
+                Path(graph_store), data_root=self.root, splits=(train_split, val_split, test_split)
+            )
+
+    # ------------------------------------------------------------------ info for linked model args
+    @property
+    def vocab_size(self) -> int:
+        return len(self.vocab)
+
+    @property
+    def vocab_words(self) -> list[str]:
+        """The vocabulary's words in id order (padding and unknown first)."""
+        return list(self.vocab.itos)
+
+    @property
+    def feature_dim(self) -> int:
+        return self.open_split(self.hparams.train_split).feature_dim
+
+    def set_caption_transforms(self, transforms: Sequence[CaptionTransform]) -> None:
+        """The per-caption transforms the model needs (:meth:`kgitm.models.MatchingModel.caption_transforms`);
+        the task calls this in its ``setup``, before any loader is made."""
+        self._transforms = list(transforms)
+
+    # ------------------------------------------------------------------ splits and caption sets
+    def open_split(self, name: str) -> PrecompSplit:
+        if name not in self._splits:
+            self._splits[name] = PrecompSplit(
+                self.root,
+                name,
+                captions_per_image=self.hparams.captions_per_image,
+                require_boxes=self.hparams.require_boxes,
+            )
+        return self._splits[name]
+
+    def caption_set(self, split: PrecompSplit, *, max_images: Optional[int] = None) -> CaptionSet:
+        k = split.captions_per_image
+        n = split.num_images if max_images is None else min(max_images, split.num_images)
+        return CaptionSet(split.split, split.captions[: n * k], np.arange(n * k) // k)
+
+    def dataset(
+        self, split: PrecompSplit, captions: CaptionSet, *, relation_swap_negatives: bool = False
+    ) -> CaptionImageDataset:
+        return CaptionImageDataset(
+            split,
+            captions,
+            self.vocab,
+            max_words=self.hparams.max_words,
+            graph_provider=self._graphs,
+            scene_graphs=self.hparams.scene_graphs,
+            relation_swap_negatives=relation_swap_negatives,
+            symmetric_predicates=self.hparams.symmetric_predicates,
+            swap_predicates=self.hparams.swap_predicates,
+            scene_graph_limits=self.scene_graph_limits,
+            transforms=self._transforms,
+        )
+
+    def _loader(self, ds: CaptionImageDataset, *, train: bool) -> DataLoader:
+        return DataLoader(
+            ds,
+            batch_size=self.hparams.batch_size if train else self.hparams.eval_batch_size,
+            shuffle=train,
+            drop_last=train and len(ds) > self.hparams.batch_size,
+            num_workers=self.hparams.num_workers,
+            collate_fn=ds.collator(),
+            persistent_workers=self.hparams.num_workers > 0,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        split = self.open_split(self.hparams.train_split)
+        ds = self.dataset(split, self.caption_set(split), relation_swap_negatives=self.hparams.relation_swap_negatives)
+        return self._loader(ds, train=True)
+
+    def val_dataloader(self) -> DataLoader:
+        split = self.open_split(self.hparams.val_split)
+        return self._loader(self.dataset(split, self.caption_set(split, max_images=self.hparams.val_max_images)), train=False)
+
+    def test_dataloader(self) -> DataLoader:
+        split = self.open_split(self.hparams.test_split)
+        return self._loader(self.dataset(split, self.caption_set(split)), train=False)
+
+    def predict_dataloader(self) -> DataLoader:
+        return self.test_dataloader()
+
+    # ------------------------------------------------------------------ diagnostics (SynthScenes)
+    def diagnostic_loaders(self) -> dict[str, dict[str, Any]]:
+        """The diagnostic sets of the test split (:func:`kgitm.pipeline.diagnostics.diagnostic_sets`), as
+        loaders over captions.
+
+        Returns ``{name: {"kind": "pairs", "positive": loader, "negative": loader}}`` for the
+        relation-swap and attribute-swap sets and ``{"kind": "retrieval", "loader": loader}`` for the
+        synonym-shift caption set. Empty when ``diagnostics`` is off or the files are absent.
+        """
+        if not self.hparams.diagnostics:
+            return {}
+        split = self.open_split(self.hparams.test_split)
+        sets = diagnostic_sets(self.root, self.hparams.test_split, num_images=split.num_images, captions_per_image=split.captions_per_image)
+        out: dict[str, dict[str, Any]] = {}
+        for name, d in sets.items():
+            if d.kind == "pairs":
+                out[name] = {
+                    "kind": "pairs",
+                    "positive": self._loader(self.dataset(split, d.positive), train=False),
+                    "negative": self._loader(self.dataset(split, d.negative), train=False),
+                }
+            else:
+                out[name] = {"kind": "retrieval", "loader": self._loader(self.dataset(split, d.captions), train=False)}
+        return out
