@@ -4,7 +4,8 @@ A :class:`Matcher` scores every image of one block against every caption of anot
 batched computation (:class:`~kgitm.core.types.EncodedImages` x :class:`~kgitm.core.types.EncodedCaptions`
 -> ``(N, M)``). Training uses the same call on the ``B x B`` batch; exact evaluation tiles the full
 ``N_img x N_cap`` matrix into blocks (:mod:`kgitm.eval.similarity`). ``tests/test_matcher_contract.py``
-checks every matcher listed in :data:`kgitm.matchers.MATCHERS` against this contract.
+checks every matcher of this package against this contract (a new matcher adds one entry to its
+``CONTRACT`` list).
 """
 
 from __future__ import annotations

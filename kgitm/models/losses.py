@@ -135,12 +135,39 @@ def _swap_rows(batch: Batch, term: str, pairs: int) -> Tensor:
     return batch.swap_valid.nonzero().flatten()[:pairs]
 
 
-def _hinge(margin: float, positive: Tensor, negative: Tensor, reduction: str) -> Tensor:
-    cost = (margin - positive + negative).clamp_min(0)
-    return cost.sum() if reduction == "sum" else cost.mean()
+class PairHinge(LossTerm):
+    """Base of the hinges that pit a caption's positive pair against one hard negative made for it:
+    ``[m - S_pos + S_neg]_+`` over at most ``pairs`` captions of a batch, reduced by ``reduction``.
+    Subclasses implement :meth:`scores`.
+
+    Args:
+        weight: the term's factor (default ``1.0``).
+        pairs: captions per batch that enter the term (default 8).
+        margin: ``m`` (default 0.2).
+        reduction: ``"mean"`` over the pairs used (default) or ``"sum"``.
+    """
+
+    def __init__(self, weight: float = 1.0, *, pairs: int = 8, margin: float = 0.2, reduction: Literal["sum", "mean"] = "mean") -> None:
+        super().__init__(weight)
+        if pairs < 1:
+            raise ValueError(f"{type(self).__name__}: pairs must be >= 1, got {pairs}; remove the term to turn it off")
+        if reduction not in ("sum", "mean"):
+            raise ValueError(f"{type(self).__name__}: reduction must be 'sum' or 'mean', got {reduction!r}")
+        self.pairs, self.margin, self.reduction = pairs, margin, reduction
+
+    def scores(self, model: "MatchingModel", batch: Batch, out: "BatchOutput") -> Optional[tuple[Tensor, Tensor]]:
+        """``(positive, negative)`` scores of the term's captions, or ``None`` when none qualifies."""
+        raise NotImplementedError
+
+    def forward(self, model: "MatchingModel", batch: Batch, out: "BatchOutput", *, epoch: int) -> Optional[Tensor]:
+        scores = self.scores(model, batch, out)
+        if scores is None:
+            return None
+        cost = (self.margin - scores[0] + scores[1]).clamp_min(0)
+        return cost.sum() if self.reduction == "sum" else cost.mean()
 
 
-class RelationSwapHinge(LossTerm):
+class RelationSwapHinge(PairHinge):
     """Hinge between each caption and its relation-swapped copy on the caption's own image:
     ``[m - S(i, c) + S(i, swap(c))]_+`` over the first ``pairs`` captions of the batch that have a swap
     (:mod:`kgitm.pipeline.hard_negatives`; needs ``data.relation_swap_negatives``).
@@ -157,21 +184,17 @@ class RelationSwapHinge(LossTerm):
 
     name = "relation_swap"
 
-    def __init__(self, weight: float = 1.0, *, pairs: int = 8, margin: float = 0.2, reduction: Literal["sum", "mean"] = "mean") -> None:
-        super().__init__(weight)
-        if pairs < 1:
-            raise ValueError(f"RelationSwapHinge: pairs must be >= 1, got {pairs}; remove the term to turn it off")
-        self.pairs, self.margin, self.reduction = pairs, margin, reduction
-
-    def forward(self, model: "MatchingModel", batch: Batch, out: "BatchOutput", *, epoch: int) -> Optional[Tensor]:
+    def scores(self, model: "MatchingModel", batch: Batch, out: "BatchOutput") -> Optional[tuple[Tensor, Tensor]]:
+        """``(S(i, c), S(i, swap(c)))`` of the term's captions on their own image."""
         rows = _swap_rows(batch, "RelationSwapHinge", self.pairs)
         if rows.numel() == 0:
             return None
-        swapped = model.score(out.images.index(rows), model.encode_captions(batch.swapped.index(rows))).diagonal()
-        return _hinge(self.margin, out.sims[rows, rows], swapped, self.reduction)
+        own = out.images.index(rows)
+        positive = out.sims[rows, rows] if out.sims is not None else model.score(own, out.captions.index(rows)).diagonal()
+        return positive, model.score(own, model.encode_captions(batch.swapped.index(rows))).diagonal()
 
 
-class RotatedImageHinge(LossTerm):
+class RotatedImageHinge(PairHinge):
     """The caption's own image with its boxes rotated by 180 degrees as a negative:
     ``[m - S(i, c) + S(rot(i), c)]_+``, for the captions of :class:`RelationSwapHinge` (those with a
     swappable relation, see ``data.swap_predicates``). Every directional relation of the caption is
@@ -187,12 +210,6 @@ class RotatedImageHinge(LossTerm):
 
     name = "rotated_image"
 
-    def __init__(self, weight: float = 1.0, *, pairs: int = 8, margin: float = 0.2, reduction: Literal["sum", "mean"] = "mean") -> None:
-        super().__init__(weight)
-        if pairs < 1:
-            raise ValueError(f"RotatedImageHinge: pairs must be >= 1, got {pairs}; remove the term to turn it off")
-        self.pairs, self.margin, self.reduction = pairs, margin, reduction
-
     def scores(self, model: "MatchingModel", batch: Batch, out: "BatchOutput") -> Optional[tuple[Tensor, Tensor]]:
         """``(S(i, c), S(rot(i), c))`` of the term's captions on their own image and on that image
         rotated; ``None`` when no caption of the batch qualifies. ``out.sims`` may be ``None`` (the
@@ -203,9 +220,3 @@ class RotatedImageHinge(LossTerm):
         own, caps = out.images.index(rows), out.captions.index(rows)
         positive = out.sims[rows, rows] if out.sims is not None else model.score(own, caps).diagonal()
         return positive, model.score(rotated_images(own), caps).diagonal()
-
-    def forward(self, model: "MatchingModel", batch: Batch, out: "BatchOutput", *, epoch: int) -> Optional[Tensor]:
-        scores = self.scores(model, batch, out)
-        if scores is None:
-            return None
-        return _hinge(self.margin, *scores, self.reduction)
