@@ -57,9 +57,9 @@ def _module(weight: float, matcher=None, rotated: float = 0.0):
     torch.manual_seed(0)
     terms = [RetrievalHinge()]
     if weight > 0:
-        terms.append(RelationSwapHinge(weight, pairs=2))
+        terms.append(RelationSwapHinge(weight, pairs=2, reduction="mean"))
     if rotated > 0:
-        terms.append(RotatedImageHinge(rotated, pairs=2))
+        terms.append(RotatedImageHinge(rotated, pairs=2, reduction="mean"))
     return MatchingModule(
         RegionEncoder(feature_dim=8, embed_dim=16),
         BiGRUTextEncoder(vocab_size=20, word_dim=8, embed_dim=16),
@@ -234,7 +234,7 @@ def test_probe_relation_geometry_script_end_to_end(tiny_synthscenes, tmp_path, m
         "fit", "--config", str(REPO / "configs/experiment/gsmn_sparse_synthscenes.yaml"), "--trainer", str(trainer),
         "--data.root", str(tiny_synthscenes), "--data.graph_store", str(graphs), "--data.batch_size", "16",
         "--data.relation_swap_negatives", "true", f"--model.loss+={REPO / 'configs/loss/rotated_image.yaml'}",
-        "--model.matcher.init_args.kernel_precision_init", "[4.0, 4.0]", *size,
+        "--model.matcher.init_args.kernel_style", "precision", "--model.matcher.init_args.kernel_precision_init", "[4.0, 4.0]", *size,
         "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "2", "--trainer.limit_val_batches", "1",
     ])
     logged = cli.trainer.callback_metrics

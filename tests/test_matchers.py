@@ -132,14 +132,27 @@ def naive_gsmn_pair(mt: GSMNMatcher, v, boxes, e, adj):
     hk = mt.visual_conv.out_features // k
     W = mt.visual_conv.weight.view(k, hk, nb)
     h_v = torch.zeros(R, k, hk)
+    if mt.kernel_style == "release":  # widths, radians, normalised over the kernels for each (i, j)
+        rho, theta = coords[..., 0], coords[..., 1] * math.pi
+        raw = torch.zeros(R, R, k)
+        for kk in range(k):
+            d_theta = (theta - mt.kernel_mean[kk, 1]).abs()
+            d_theta = torch.minimum(d_theta, 2 * math.pi - d_theta)
+            s_rho, s_theta = mt.kernel_width[kk]
+            raw[..., kk] = torch.exp(-0.5 * (rho - mt.kernel_mean[kk, 0]) ** 2 / (s_rho**2 + 1e-14)
+                                     - 0.5 * d_theta**2 / (s_theta**2 + 1e-14))
+        weights = raw / raw.sum(-1, keepdim=True)
+    else:  # precisions, angles in units of pi, normalised over the neighbours j for each kernel
+        weights = torch.zeros(R, R, k)
+        for kk in range(k):
+            mu, tau = mt.kernel_mean[kk], mt.kernel_precision[kk]
+            d = (coords - mu).abs()
+            d[..., 1] = torch.minimum(d[..., 1], 2 - d[..., 1])
+            w = torch.exp(-0.5 * ((d * tau) ** 2).sum(-1))
+            weights[..., kk] = w / w.sum(1, keepdim=True)
     for kk in range(k):
-        mu, tau = mt.kernel_mean[kk], mt.kernel_precision[kk]
-        d = (coords - mu).abs()
-        d[..., 1] = torch.minimum(d[..., 1], 2 - d[..., 1])  # angles in units of pi, circular
-        w = torch.exp(-0.5 * ((d * tau) ** 2).sum(-1))
-        w = w / w.sum(1, keepdim=True)  # normalised over the neighbours j
         for i in range(R):
-            h_v[i, kk] = W[kk] @ (w[i] @ x_v)
+            h_v[i, kk] = W[kk] @ (weights[i, :, kk] @ x_v)
     s_i2t = mt.visual_mlp(h_v.reshape(R, -1)).mean()
     return s_t2i + s_i2t
 
@@ -160,8 +173,9 @@ def gsmn(graph: str, **kw) -> GSMNMatcher:
     torch.manual_seed(0)
     kw.setdefault("lambda_text_graph", 2.0)
     mt = GSMNMatcher(graph, num_blocks=4, num_kernels=4, structure_dim=8, mlp_dim=6, **kw)
-    with torch.no_grad():  # spread the kernels so that geometry matters
-        mt.kernel_precision.uniform_(1.0, 4.0)
+    if mt.kernel_style == "precision":
+        with torch.no_grad():  # spread the kernels so that geometry matters
+            mt.kernel_precision.uniform_(1.0, 4.0)
     return mt
 
 
@@ -191,11 +205,12 @@ def test_scan_matches_naive_loop(setting):
     torch.testing.assert_close(got, want, atol=TOL, rtol=0)
 
 
+@pytest.mark.parametrize("style", ["release", "precision"])
 @pytest.mark.parametrize("graph", ["sparse", "dense"])
-def test_gsmn_matches_naive_loop(graph):
+def test_gsmn_matches_naive_loop(graph, style):
     images = make_images(4, 6, 16, seed=5)
     captions = make_captions(5, 7, 16, seed=6)
-    mt = gsmn(graph)
+    mt = gsmn(graph, kernel_style=style)
     with torch.no_grad():
         got = mt(images, captions)
         want = naive_gsmn(mt, images, captions)
@@ -203,7 +218,7 @@ def test_gsmn_matches_naive_loop(graph):
 
 
 def all_matchers():
-    return [scan(s) for s in SCAN_SETTINGS] + [gsmn("sparse"), gsmn("dense")]
+    return [scan(s) for s in SCAN_SETTINGS] + [gsmn("sparse"), gsmn("dense"), gsmn("sparse", kernel_style="precision")]
 
 
 @pytest.mark.parametrize("matcher", all_matchers(), ids=lambda m: repr(m).replace("\n", "")[:60])
@@ -291,18 +306,31 @@ def test_gsmn_block_count_must_divide_the_dimension():
         GSMNMatcher(num_kernels=8, structure_dim=12)
 
 
+def test_gsmn_release_kernels_are_initialised_and_normalised_as_released():
+    mt = GSMNMatcher(num_kernels=8)
+    assert mt.kernel_style == "release" and not hasattr(mt, "kernel_precision")
+    assert ((mt.kernel_mean[:, 1] >= -math.pi) & (mt.kernel_mean[:, 1] <= math.pi)).all()
+    assert ((mt.kernel_width >= 0) & (mt.kernel_width <= 1)).all()
+    boxes = make_images(2, 6, 16, seed=3, min_regions=6).boxes
+    w = mt.visual_kernel_weights(boxes, torch.ones(2, 6, dtype=torch.bool))  # [n, i, k, j]
+    torch.testing.assert_close(w.sum(2), torch.ones(2, 6, 6))  # each neighbour's weights over the kernels
+    masked = torch.ones(2, 6, dtype=torch.bool)
+    masked[0, 4:] = False
+    assert (mt.visual_kernel_weights(boxes, masked)[0, :, :, 4:] == 0).all()  # padding is no neighbour
+
+
 def test_gsmn_kernel_initialisation():
-    mt = GSMNMatcher(num_kernels=4, structure_dim=8, kernel_precision_init=(3.0, 5.0))
+    mt = GSMNMatcher(num_kernels=4, structure_dim=8, kernel_style="precision", kernel_precision_init=(3.0, 5.0))
     assert ((mt.kernel_mean[:, 0] >= 0) & (mt.kernel_mean[:, 0] <= 1)).all()
     assert ((mt.kernel_mean[:, 1] >= -1) & (mt.kernel_mean[:, 1] <= 1)).all()
     torch.testing.assert_close(mt.kernel_precision, torch.tensor([[3.0, 5.0]] * 4))
-    torch.testing.assert_close(GSMNMatcher(num_kernels=4, structure_dim=8).kernel_precision, torch.ones(4, 2))
+    torch.testing.assert_close(GSMNMatcher(num_kernels=4, structure_dim=8, kernel_style="precision").kernel_precision, torch.ones(4, 2))
     # a kernel pointing right (theta 0) weights the box on the right of box 0 over the box on its
     # left; sharper precisions make that contrast larger
     boxes = torch.tensor([[[0.4, 0.4, 0.6, 0.6], [0.7, 0.4, 0.9, 0.6], [0.1, 0.4, 0.3, 0.6]]])
     ratio = {}
     for tau in (1.0, 4.0):
-        m = GSMNMatcher(num_kernels=4, structure_dim=8, kernel_precision_init=(tau, tau))
+        m = GSMNMatcher(num_kernels=4, structure_dim=8, kernel_style="precision", kernel_precision_init=(tau, tau))
         with torch.no_grad():
             m.kernel_mean.copy_(torch.tensor([[0.3, 0.0], [0.3, 0.5], [0.3, 1.0], [0.3, -0.5]]))
         w = m.visual_kernel_weights(boxes, torch.ones(1, 3, dtype=torch.bool))

@@ -173,7 +173,7 @@ def test_old_configs_are_refused_with_the_converter_and_the_converter_works(tmp_
     assert "embed_dim" not in cfg["image_encoder"].get("init_args", {}) and "embed_dim" not in cfg["matcher"]["init_args"]
     assert [t["class_path"].rsplit(".", 1)[1] for t in cfg["loss"]] == ["RetrievalHinge", "RelationSwapHinge"]
     assert cfg["loss"][0]["init_args"] == {"margin": 0.35, "max_violation": True, "reduction": "mean", "warmup_epochs": 1}
-    assert cfg["loss"][1]["init_args"] == {"weight": 1.0, "pairs": 16, "margin": 0.35}
+    assert cfg["loss"][1]["init_args"] == {"weight": 1.0, "pairs": 16, "margin": 0.35, "reduction": "mean"}
     assert not any(k in cfg for k in ("hardest_negative_warmup_epochs", "relation_swap_weight", "relation_swap_pairs"))
     check_config_args(["--config", str(REPO / "configs/experiment/vsepp_synthscenes.yaml"), "--model", str(new)])
     assert "model.embed_dim" in capsys.readouterr().err

@@ -46,7 +46,8 @@ RUNS = {
         "--data.relation_swap_negatives", "true",
         f"--model.loss+={REPO / 'configs/loss/relation_swap.yaml'}", "--model.loss.pairs", "8", "--model.loss.reduction", "mean",
         f"--model.loss+={REPO / 'configs/loss/rotated_image.yaml'}", "--model.loss.pairs", "8", "--model.loss.reduction", "mean",
-        "--model.matcher.init_args.num_blocks", "8", "--model.matcher.init_args.kernel_precision_init", "[1.0, 1.0]",
+        "--model.matcher.init_args.num_blocks", "8", "--model.matcher.init_args.kernel_style", "precision",
+        "--model.matcher.init_args.kernel_precision_init", "[1.0, 1.0]",
     ], True),
     "sgm": ("sgm_synthscenes.yaml", [], True),
 }

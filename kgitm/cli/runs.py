@@ -58,7 +58,10 @@ def load_run(
         checkpoint = torch.load(ckpt, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise RunLoadError(f"{ckpt}: no such checkpoint; pass the .ckpt written by `kgitm fit`") from None
-    cli.model.on_load_checkpoint(checkpoint)  # checkpoints of kgitm 0.1 lack the model. prefix
+    try:
+        cli.model.on_load_checkpoint(checkpoint)  # checkpoints of kgitm 0.1 lack the model. prefix
+    except ValueError as err:
+        raise RunLoadError(f"{ckpt}: {err}") from None
     try:
         cli.model.load_state_dict(checkpoint["state_dict"])
     except RuntimeError as err:

@@ -5,11 +5,13 @@ What changed, and what the command does about it:
 
 * the joint size is set once, ``model.embed_dim`` (linked into both encoders; SGM takes it from the
   model): the encoders' ``embed_dim`` and SGM's are removed and their value becomes ``model.embed_dim``;
+* GSMN's Gaussian kernels default to the authors' release (widths, radians, normalised over the
+  kernels); a 0.1 GSMN config gets ``kernel_style: precision``, the kernels it was trained with;
 * the loss is a list of terms, ``model.loss``: ``kgitm.losses.ContrastiveLoss`` becomes
   ``kgitm.models.losses.RetrievalHinge`` (with ``hardest_negative_warmup_epochs`` as its
   ``warmup_epochs``), and ``relation_swap_weight`` / ``rotated_image_weight`` become
   ``RelationSwapHinge`` / ``RotatedImageHinge`` entries (with ``relation_swap_pairs`` and the retrieval
-  margin, as 0.1 used them).
+  margin and the mean over the pairs, as 0.1 used them).
 
 The output is plain YAML (comments are not kept). Checkpoints of kgitm 0.1 load without conversion.
 """
@@ -52,6 +54,12 @@ def upgrade_model(model: dict) -> list[str]:
             if not model[part]:
                 model.pop(part)
     matcher = model.get("matcher")
+    if isinstance(matcher, dict) and str(matcher.get("class_path", "")).endswith("gsmn.GSMNMatcher"):
+        init = matcher.setdefault("init_args", {}) or {}
+        matcher["init_args"] = init
+        if "kernel_style" not in init:
+            init["kernel_style"] = "precision"  # 0.1's kernels; the default is now the release's
+            changes.append("GSMN kernel_style precision (kgitm 0.1's kernels)")
     if isinstance(matcher, dict) and str(matcher.get("class_path", "")).endswith("sgm.SGM"):
         init = matcher.get("init_args") or {}
         if "embed_dim" in init:
@@ -81,10 +89,10 @@ def upgrade_model(model: dict) -> list[str]:
         pairs = int(swap_pairs) if swap_pairs is not None else 8
         if swap_weight:
             terms.append({"class_path": "kgitm.models.losses.RelationSwapHinge",
-                          "init_args": {"weight": float(swap_weight), "pairs": pairs, "margin": margin}})
+                          "init_args": {"weight": float(swap_weight), "pairs": pairs, "margin": margin, "reduction": "mean"}})
         if rotated_weight:
             terms.append({"class_path": "kgitm.models.losses.RotatedImageHinge",
-                          "init_args": {"weight": float(rotated_weight), "pairs": pairs, "margin": margin}})
+                          "init_args": {"weight": float(rotated_weight), "pairs": pairs, "margin": margin, "reduction": "mean"}})
         model["loss"] = terms
         changes.append("loss -> model.loss: " + ", ".join(t["class_path"].rsplit(".", 1)[1] for t in terms))
     return changes

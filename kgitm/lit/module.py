@@ -118,7 +118,15 @@ class MatchingModule(L.LightningModule):
         """Read checkpoints written before the model layer (their parameters lack ``model.``)."""
         state = checkpoint.get("state_dict", {})
         if state and not any(k.startswith(MODEL_PREFIX) for k in state) and any(k.startswith(_MODEL_PARTS) for k in state):
-            checkpoint["state_dict"] = {(MODEL_PREFIX + k if k.startswith(_MODEL_PARTS) else k): v for k, v in state.items()}
+            state = checkpoint["state_dict"] = {(MODEL_PREFIX + k if k.startswith(_MODEL_PARTS) else k): v for k, v in state.items()}
+        mine = set(self.state_dict())
+        for theirs, ours, style in (("kernel_precision", "kernel_width", "precision"), ("kernel_width", "kernel_precision", "release")):
+            if f"{MODEL_PREFIX}matcher.{theirs}" in state and f"{MODEL_PREFIX}matcher.{ours}" in mine:
+                raise ValueError(
+                    f"the checkpoint's GSMN kernels are kernel_style {style!r} ({theirs}) but the config builds "
+                    f"{'precision' if style == 'release' else 'release'} ones; pass --model.matcher.init_args.kernel_style {style} "
+                    "(kgitm upgrade-config writes it into a kgitm 0.1 config)"
+                )
 
     # ------------------------------------------------------------------ training
     def training_step(self, batch: Batch, batch_idx: int) -> Tensor:

@@ -7,6 +7,7 @@ node's own vector), so the dependency edges change the score, and every image us
 
 from __future__ import annotations
 
+import math
 from typing import Literal
 
 import torch
@@ -20,6 +21,8 @@ from kgitm.core.functional import l2norm, masked_mean, masked_softmax, scratch_m
 
 #: keys of the caption-independent (image) and image-independent (caption) precomputations.
 _KERNEL_WEIGHTS = "gsmn_kernel_weights"
+#: floor added to a squared kernel width (the release's ``1e-14``), so a zero width stays finite
+_WIDTH_FLOOR = 1e-14
 _TEXT_GRAPH = "gsmn_text_graph"
 _GRAM = "gsmn_block_gram"
 _BLOCK_NORM = "gsmn_block_norm"
@@ -54,12 +57,27 @@ class GSMNMatcher(Matcher):
 
     * **Visual graph**: fully connected over the valid regions of an image (self loops included);
       the edge :math:`(i, j)` is weighted by ``K`` Gaussian kernels of the polar pseudo-coordinates
-      :math:`u_{ij}` of the box centres
-      (:func:`~kgitm.core.geometry.polar_pseudo_coordinates`),
-      :math:`w_k(u) = \exp(-\frac12 \sum_d \tau_{kd}^2 (u_d - \mu_{kd})^2)` with learned means
-      :math:`\mu` and precisions :math:`\tau` (the angle difference taken around the circle),
-      normalised to sum to one over the valid neighbours (MoNet's patch operator). It depends on the
-      image alone and is computed by :meth:`prepare_images`.
+      :math:`u_{ij} = (\rho, \theta)` of the box centres
+      (:func:`~kgitm.core.geometry.polar_pseudo_coordinates`), with learned means :math:`\mu` (the
+      angle difference taken around the circle). Two parametrisations (``kernel_style``):
+
+      - ``"release"`` (default; the authors' code, ``layers.py`` ``ImageQueryGraphConvolution``):
+        :math:`w_k(u) = \exp(-\frac{(\rho - \mu_{k\rho})^2}{2\sigma_{k\rho}^2}
+        - \frac{\Delta\theta^2}{2\sigma_{k\theta}^2})` with learned widths :math:`\sigma` (the
+        release names them ``precision_*`` but divides by their square), the angle in radians, means
+        :math:`\mu_\rho \sim U(0, 1)`, :math:`\mu_\theta \sim U(-\pi, \pi)` and widths
+        :math:`\sigma \sim U(0, 1)`; for every neighbour the ``K`` weights are normalised to sum to
+        one over the kernels (the release divides over its kernel axis), so a neighbour's weight is
+        shared out among the kernels;
+      - ``"precision"`` (kgitm 0.1): :math:`w_k(u) = \exp(-\frac12 \sum_d \tau_{kd}^2 (u_d -
+        \mu_{kd})^2)` with precisions :math:`\tau` initialised to ``kernel_precision_init``, the
+        angle in units of :math:`\pi`, normalised to sum to one over the valid neighbours for each
+        kernel (MoNet's patch operator, as the paper's text reads). Unit precisions make nearly flat
+        kernels: on SynthScenes dev layouts (12 regions) a kernel spreads over 11.8 effective
+        neighbours (inverse sum of squared weights), against 4.0 with the release's initialisation
+        (mean over 10 initialisations).
+
+      The weights depend on the image alone and are computed by :meth:`prepare_images`.
     * **Textual graph** over the valid words: ``"sparse"`` keeps the dependency edges
       (``captions.adjacency``, symmetric) plus self loops and weights them by
       :math:`\operatorname{softmax}_j(\lambda_g \cos(u_i, u_j))` restricted to the edges;
@@ -89,8 +107,9 @@ class GSMNMatcher(Matcher):
             ``20.0``, the paper's Flickr30K value; ``10.0`` on COCO).
         lambda_text_graph: inverse temperature :math:`\lambda_g` of the textual edge weights
             (default ``None``: the same as ``lambda_attention``, as in the authors' code).
-        kernel_precision_init: initial precisions :math:`(\tau_\rho, \tau_\theta)` of every
-            Gaussian kernel (default ``(1.0, 1.0)``). Unit precisions make broad kernels: a
+        kernel_style: ``"release"`` (default) or ``"precision"`` (see above).
+        kernel_precision_init: ``kernel_style="precision"`` only: initial precisions
+            :math:`(\tau_\rho, \tau_\theta)` of every Gaussian kernel (default ``(1.0, 1.0)``). Unit precisions make broad kernels: a
             neighbour in the opposite direction keeps 61% of the weight of one at the same distance
             in the kernel's direction, so the convolution starts close to a plain mean; and Adam at
             GSMN's learning rate moves a precision by at most about ``lr`` per step (measured on
@@ -117,6 +136,7 @@ class GSMNMatcher(Matcher):
         num_kernels: int = 8,
         lambda_attention: float = 20.0,
         lambda_text_graph: float | None = None,
+        kernel_style: Literal["release", "precision"] = "release",
         kernel_precision_init: tuple[float, float] = (1.0, 1.0),
         structure_dim: int = 32,
         mlp_dim: int = 32,
@@ -130,12 +150,15 @@ class GSMNMatcher(Matcher):
             raise ValueError(
                 f"GSMNMatcher: structure_dim={structure_dim} must be divisible by num_kernels={num_kernels}"
             )
+        if kernel_style not in ("release", "precision"):
+            raise ValueError(f"GSMNMatcher: kernel_style must be 'release' or 'precision', got {kernel_style!r}")
         if len(kernel_precision_init) != 2 or min(kernel_precision_init) <= 0:
             raise ValueError(
                 "GSMNMatcher: kernel_precision_init must be two positive precisions (rho, theta), got "
                 f"{kernel_precision_init!r}"
             )
         self.graph = graph
+        self.kernel_style = kernel_style
         self.kernel_precision_init = tuple(float(t) for t in kernel_precision_init)
         self.num_blocks = num_blocks
         self.num_kernels = num_kernels
@@ -143,9 +166,14 @@ class GSMNMatcher(Matcher):
         self.lambda_text_graph = lambda_attention if lambda_text_graph is None else lambda_text_graph
         self.leaky_relu_slope = leaky_relu_slope
         self.eps = eps
-        # Gaussian kernels over (rho, theta) of the visual graph.
+        # Gaussian kernels over (rho, theta) of the visual graph: means and widths (release) or
+        # precisions (kgitm 0.1); the parameter names differ so that a checkpoint of one style does
+        # not load silently into the other.
         self.kernel_mean = nn.Parameter(torch.empty(num_kernels, 2))
-        self.kernel_precision = nn.Parameter(torch.empty(num_kernels, 2))
+        if kernel_style == "release":
+            self.kernel_width = nn.Parameter(torch.empty(num_kernels, 2))
+        else:
+            self.kernel_precision = nn.Parameter(torch.empty(num_kernels, 2))
         # Structure-level graph convolutions: one weight per kernel (concatenated chunks) on the
         # visual graph, one weight on the textual graph.
         self.visual_conv = nn.Linear(num_blocks, structure_dim, bias=False)
@@ -156,12 +184,17 @@ class GSMNMatcher(Matcher):
 
     def reset_parameters(self) -> None:
         """Kernel means uniform over the range of the pseudo-coordinates (``rho`` in ``[0, 1]``,
-        ``theta`` in ``[-1, 1]``), precisions ``kernel_precision_init``, Xavier weights and zero
-        biases."""
+        ``theta`` in ``[-pi, pi]`` radians for the release style, ``[-1, 1]`` in units of pi for the
+        precision style); widths uniform in ``[0, 1]`` (release) or precisions
+        ``kernel_precision_init``; Xavier weights and zero biases."""
         with torch.no_grad():
             nn.init.uniform_(self.kernel_mean[:, 0], 0.0, 1.0)
-            nn.init.uniform_(self.kernel_mean[:, 1], -1.0, 1.0)
-            self.kernel_precision.copy_(torch.tensor(self.kernel_precision_init).expand(self.num_kernels, 2))
+            if self.kernel_style == "release":
+                nn.init.uniform_(self.kernel_mean[:, 1], -math.pi, math.pi)
+                nn.init.uniform_(self.kernel_width, 0.0, 1.0)
+            else:
+                nn.init.uniform_(self.kernel_mean[:, 1], -1.0, 1.0)
+                self.kernel_precision.copy_(torch.tensor(self.kernel_precision_init).expand(self.num_kernels, 2))
         for module in (self.visual_conv, self.text_conv, *self.visual_mlp, *self.text_mlp):
             if isinstance(module, nn.Linear):
                 nn.init.xavier_uniform_(module.weight)
@@ -172,25 +205,37 @@ class GSMNMatcher(Matcher):
         return (
             f"graph={self.graph!r}, num_blocks={self.num_blocks}, num_kernels={self.num_kernels}, "
             f"lambda_attention={self.lambda_attention}, lambda_text_graph={self.lambda_text_graph}, "
-            f"kernel_precision_init={self.kernel_precision_init}"
+            f"kernel_style={self.kernel_style!r}"
+            + (f", kernel_precision_init={self.kernel_precision_init}" if self.kernel_style == "precision" else "")
         )
 
     # ------------------------------------------------------------------ graphs (one side each)
 
     def visual_kernel_weights(self, boxes: Tensor, mask: Tensor) -> Tensor:
-        r"""Edge weights :math:`w_k(u_{ij}) / \sum_{j'} w_k(u_{ij'})` of the fully connected visual graph.
+        r"""Edge weights :math:`w_k(u_{ij})` of the fully connected visual graph, normalised over the
+        kernels (release style) or over the neighbours (precision style).
 
         Shapes:
             boxes: ``(N, R, 4)`` normalised corners; mask: ``(N, R)``. Output: ``(N, R, K, R)``
             indexed ``[n, i, k, j]``; zero where ``j`` is padding.
         """
-        coords = polar_pseudo_coordinates(boxes.to(self.kernel_mean.dtype))  # (N, R, R, 2)
+        coords = polar_pseudo_coordinates(boxes.to(self.kernel_mean.dtype))  # (N, R, R, 2), theta in units of pi
+        valid = mask[:, None, None, :].to(coords.dtype)
+        if self.kernel_style == "release":
+            coords = torch.stack([coords[..., 0], coords[..., 1] * math.pi], dim=-1)  # radians
+            diff = (coords.unsqueeze(2) - self.kernel_mean[:, None, :]).abs()  # (N, R, K, R, 2)
+            # the angle is circular: the distance from pi to -pi is 0
+            diff = torch.stack([diff[..., 0], torch.minimum(diff[..., 1], 2 * math.pi - diff[..., 1])], dim=-1)
+            width = self.kernel_width[:, None, :].pow(2) + _WIDTH_FLOOR  # the release's 1e-14 floor
+            weights = torch.exp(-0.5 * (diff.pow(2) / width).sum(-1))
+            weights = weights / weights.sum(2, keepdim=True).clamp_min(self.eps)  # over the kernels
+            return weights * valid
         diff = (coords.unsqueeze(2) - self.kernel_mean[:, None, :]).abs()  # (N, R, K, R, 2)
         # the angle (in units of pi) is circular: the distance from +1 to -1 is 0
         diff = torch.stack([diff[..., 0], torch.minimum(diff[..., 1], 2.0 - diff[..., 1])], dim=-1)
         weights = torch.exp(-0.5 * (diff * self.kernel_precision[:, None, :]).pow(2).sum(-1))
-        weights = weights * mask[:, None, None, :].to(weights.dtype)
-        return weights / weights.sum(-1, keepdim=True).clamp_min(self.eps)
+        weights = weights * valid
+        return weights / weights.sum(-1, keepdim=True).clamp_min(self.eps)  # over the neighbours
 
     def text_graph(self, features: Tensor, mask: Tensor, adjacency: Tensor | None) -> Tensor:
         r"""Row-normalised edge weights :math:`W_{ij}` of the textual graph.

@@ -144,10 +144,12 @@ class PairHinge(LossTerm):
         weight: the term's factor (default ``1.0``).
         pairs: captions per batch that enter the term (default 8).
         margin: ``m`` (default 0.2).
-        reduction: ``"mean"`` over the pairs used (default) or ``"sum"``.
+        reduction: ``"sum"`` over the pairs used (default: as the retrieval hinge of VSE++, SCAN and
+            GSMN sums over the batch, so that each pair weighs as much as one caption's retrieval
+            term) or ``"mean"`` (kgitm 0.1's, which made a pair weigh ``1 / pairs`` of that).
     """
 
-    def __init__(self, weight: float = 1.0, *, pairs: int = 8, margin: float = 0.2, reduction: Literal["sum", "mean"] = "mean") -> None:
+    def __init__(self, weight: float = 1.0, *, pairs: int = 8, margin: float = 0.2, reduction: Literal["sum", "mean"] = "sum") -> None:
         super().__init__(weight)
         if pairs < 1:
             raise ValueError(f"{type(self).__name__}: pairs must be >= 1, got {pairs}; remove the term to turn it off")
@@ -178,8 +180,7 @@ class RelationSwapHinge(PairHinge):
             swaps costs an ``n x n`` block of the matcher, so a few per batch keep the step's cost
             close to that of the plain loss.
         margin: ``m`` (default 0.2).
-        reduction: ``"mean"`` over the pairs used (default) or ``"sum"`` (the retrieval hinge's
-            reduction in SCAN/GSMN, so that each pair weighs as much as one caption's retrieval term).
+        reduction: ``"sum"`` (default) or ``"mean"`` over the pairs (:class:`PairHinge`).
     """
 
     name = "relation_swap"
@@ -205,7 +206,7 @@ class RotatedImageHinge(PairHinge):
         weight: the term's factor (default ``1.0``).
         pairs: captions per batch (default 8).
         margin: ``m`` (default 0.2).
-        reduction: ``"mean"`` (default) or ``"sum"`` over the pairs.
+        reduction: ``"sum"`` (default) or ``"mean"`` over the pairs (:class:`PairHinge`).
     """
 
     name = "rotated_image"
