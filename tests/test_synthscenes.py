@@ -397,3 +397,50 @@ def test_cli_help_and_bad_option(capsys) -> None:
     assert "--images-train" in out and "_ims_bbx.npy" in out and "meta.json" in out
     with pytest.raises(TypeError, match="unknown SynthScenes option"):
         ss.make_config("tiny", colour_count=3)
+
+
+# ---------------------------------------------------------------------------------------------- paraphrase shift
+
+
+def test_paraphrases_never_appear_in_training_captions_and_cover_the_categories(tiny: Path) -> None:
+    words = {w for ws in ontology.PARAPHRASES.values() for w in ws}
+    train_words = {w for c in ss.CATEGORIES for w in c.train_words}
+    assert len(words) == sum(map(len, ontology.PARAPHRASES.values())) >= 80  # distinct
+    assert not words & train_words and not words & set(ss.ATTRIBUTES)
+    assert set(ontology.PARAPHRASES) <= {c.name for c in ss.CATEGORIES}
+    for split in SPLITS:
+        tokens = {t for cap in _lines(tiny / f"{split}_caps.txt") for t in tokenize(cap)}
+        assert not tokens & words, (split, sorted(tokens & words))
+    for split in ("dev", "test"):
+        for kind in ("wordnet", "other"):
+            lines = _lines(tiny / "diagnostics" / f"{split}_paraphrase_{kind}_caps.txt")
+            assert len(lines) == len(_lines(tiny / f"{split}_caps.txt"))
+            used = {t for cap in lines for t in tokenize(cap)} & words
+            assert used and (used <= ontology.PARAPHRASES_WORDNET if kind == "wordnet" else not used & ontology.PARAPHRASES_WORDNET)
+
+
+def test_the_recorded_wordnet_reach_is_what_the_wordnet_source_maps() -> None:
+    """PARAPHRASES_WORDNET is measured, not chosen: the WordNet source of configs/knowledge/wordnet.yaml
+    maps exactly these paraphrases to their category (scripts/paraphrase_reach.py)."""
+    import importlib.util
+
+    import yaml
+
+    _wordnet_lemmas()  # skips without WordNet
+    from kgitm.knowledge import WordNetKnowledge
+
+    spec = importlib.util.spec_from_file_location("paraphrase_reach", Path(__file__).resolve().parents[1] / "scripts/paraphrase_reach.py")
+    reach_module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(reach_module)
+    cfg = yaml.safe_load((Path(__file__).resolve().parents[1] / "configs/knowledge/wordnet.yaml").read_text())
+    options = {k: v for k, v in cfg["init_args"]["source"]["init_args"].items() if k != "vocabulary"}
+    vocab = list(dict.fromkeys(w for c in ss.CATEGORIES for w in (c.name, *c.train_words)))
+    reached = reach_module.reach(WordNetKnowledge(vocabulary=vocab, **options), vocab, reach_module.word_lists()["paraphrase"])
+    assert {w for w, ok in reached.items() if ok} == ontology.PARAPHRASES_WORDNET
+    assert 0 < len(ontology.PARAPHRASES_WORDNET) < len(reached)  # both subsets are populated
+
+
+def test_dev_diagnostics_leave_the_dev_split_unchanged_and_exist(tiny: Path) -> None:
+    pairs = _lines(tiny / "diagnostics" / "dev_relation_swap.jsonl")
+    assert pairs and all(0 <= json.loads(p)["image"] < 16 for p in pairs)
+    assert (tiny / "diagnostics" / "dev_synonym_shift_caps.txt").exists()

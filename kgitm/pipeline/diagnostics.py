@@ -2,9 +2,11 @@
 
 ``{root}/diagnostics/{split}_relation_swap.jsonl`` and ``{split}_attribute_swap.jsonl`` hold pairs
 (one JSON object a line: ``image``, ``positive``, ``negative``): a model is right on a pair when it
-scores the positive caption above the negative one on the image. ``{split}_synonym_shift_caps.txt``
-holds the split's captions with words rewritten (``k`` per image, like ``{split}_caps.txt``): scored as
-ordinary retrieval.
+scores the positive caption above the negative one on the image. The retrieval sets hold the split's
+captions with the category words rewritten (``k`` per image, like ``{split}_caps.txt``) and are scored
+as ordinary retrieval: ``{split}_paraphrase_wordnet_caps.txt`` and ``{split}_paraphrase_other_caps.txt``
+(paraphrases written for the benchmark, those WordNet reaches and the others) and the legacy
+``{split}_synonym_shift_caps.txt`` (words chosen as WordNet neighbours: circular for WordNet).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from kgitm.core.io import DataFormatError, read_lines
 from kgitm.pipeline.dataset import CaptionSet
 
 PAIR_SETS = ("relation_swap", "attribute_swap")
-RETRIEVAL_SETS = ("synonym_shift",)
+RETRIEVAL_SETS = ("paraphrase_wordnet", "paraphrase_other", "synonym_shift")
 
 __all__ = ["DiagnosticSet", "PAIR_SETS", "RETRIEVAL_SETS", "diagnostic_sets"]
 

@@ -5,7 +5,7 @@ the held-out shift words.
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 
@@ -21,16 +21,33 @@ def _article(word: str) -> str:
     return "an" if word[0] in "aeiou" else "a"
 
 
-def render_caption(pieces: Sequence[Piece], *, shift: bool = False) -> str:
-    """Text of a caption; ``shift`` uses each category's held-out shift word where it has one."""
+def render_caption(
+    pieces: Sequence[Piece], *, shift: bool = False, nouns: Mapping[str, Sequence[str]] | None = None, pick: int = 0
+) -> str:
+    """Text of a caption.
+
+    Args:
+        pieces: the caption's pieces.
+        shift: use each category's legacy held-out shift word where it has one.
+        nouns: category name -> held-out words to use instead of the training words (categories not
+            in it keep theirs); noun phrase ``k`` of the caption uses word ``(pick + k) % len(words)``
+            of its category's list, so that successive captions cycle through a category's words.
+        pick: the caption's offset into the word lists (the writer passes the caption's line).
+    """
     out = []
+    k = 0
     for p in pieces:
         if isinstance(p, str):
             out.append(p)
             continue
         _, cat, attrs, choice = p
         c = CATEGORIES[cat]
-        noun = c.shift_word if shift and c.shift_word else c.train_words[choice]
+        if nouns is not None and nouns.get(c.name):
+            held_out = nouns[c.name]
+            noun = held_out[(pick + k) % len(held_out)]
+        else:
+            noun = c.shift_word if shift and c.shift_word else c.train_words[choice]
+        k += 1
         words = [ATTRIBUTES[a] for a in attrs] + [noun]
         out.append(f"{_article(words[0])} {' '.join(words)}")
     return " ".join(out)

@@ -1,6 +1,11 @@
-"""Diagnostic caption pairs of one test image: relation swap (subject and object exchanged) and
-attribute swap (two objects' attributes of one group exchanged). The third diagnostic set, synonym
-shift, is the test captions rendered with ``render_caption(..., shift=True)`` by the writer.
+"""Diagnostic sets of the dev and test splits.
+
+Pairs of one image: relation swap (subject and object exchanged) and attribute swap (two objects'
+attributes of one group exchanged). Caption sets over all images (the split's own captions with the
+category words replaced, evaluated as retrieval): the paraphrase shifts (``PARAPHRASES``; the
+``paraphrase_wordnet`` set uses the paraphrases WordNet reaches, ``paraphrase_other`` the others) and
+the legacy synonym shift (``render_caption(..., shift=True)``; its words were chosen as WordNet
+neighbours, so it is circular for the WordNet source).
 """
 
 from __future__ import annotations
@@ -9,7 +14,21 @@ import numpy as np
 
 from .captions import _Captioner, render_caption
 from .layout import SceneLayout
-from .ontology import ATTRIBUTE_GROUPS, ATTRIBUTES, CATEGORIES, PREDICATES
+from .ontology import ATTRIBUTE_GROUPS, ATTRIBUTES, CATEGORIES, PARAPHRASES, PARAPHRASES_WORDNET, PREDICATES
+
+#: The splits that get diagnostic sets: dev (for decisions) and test (reported once).
+DIAGNOSTIC_SPLITS = ("dev", "test")
+
+
+def paraphrase_nouns(wordnet: bool) -> dict[str, tuple[str, ...]]:
+    """Category name -> the paraphrases WordNet reaches (``wordnet=True``) or the others; categories
+    without any of that kind are left out (their captions keep the training words)."""
+    out = {}
+    for name, words in PARAPHRASES.items():
+        keep = tuple(w for w in words if (w in PARAPHRASES_WORDNET) == wordnet)
+        if keep:
+            out[name] = keep
+    return out
 
 
 def _relation_swap(img: SceneLayout, cap: _Captioner, rng: np.random.Generator) -> tuple[str, str, list[str]] | None:

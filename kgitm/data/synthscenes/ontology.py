@@ -105,6 +105,41 @@ CATEGORIES: tuple[Category, ...] = (
 )
 _CAT_INDEX = {c.name: i for i, c in enumerate(CATEGORIES)}
 
+#: Held-out paraphrases of the categories for the paraphrase-shift diagnostic sets: everyday words a
+#: caption writer might use instead of the training words (informal, regional or more specific),
+#: written for this benchmark from general English, not drawn from WordNet or any other knowledge
+#: source of kgitm. None appears in a training caption. Which of them a source can reach is measured
+#: per source (``scripts/paraphrase_reach.py``, ``docs/synthscenes.md``); the legacy synonym-shift set
+#: (``Category.shift_word``) was chosen from WordNet neighbours and is circular for WordNet.
+PARAPHRASES: dict[str, tuple[str, ...]] = {
+    "man": ("fellow", "gent"), "woman": ("gal", "dame"), "boy": ("youngster", "schoolboy"),
+    "girl": ("lassie", "schoolgirl"), "dog": ("doggy", "hound"), "cat": ("kitty", "moggy"),
+    "horse": ("steed", "colt"), "cow": ("cattle", "calf"), "sheep": ("lamb", "ewe"),
+    "bird": ("birdie", "songbird"), "duck": ("duckling", "drake"), "car": ("auto", "sedan"),
+    "bicycle": ("cycle", "pushbike"), "motorcycle": ("scooter", "moped"), "bus": ("coach", "shuttle"),
+    "truck": ("lorry", "pickup"), "boat": ("ship", "dinghy"), "table": ("desk", "countertop"),
+    "chair": ("stool", "armchair"), "bench": ("pew", "bleacher"), "couch": ("settee", "loveseat"),
+    "bed": ("cot", "mattress"), "cup": ("mug", "teacup"), "bottle": ("flask", "jug"),
+    "bowl": ("dish", "basin"), "book": ("novel", "paperback"), "ball": ("football", "baseball"),
+    "bag": ("backpack", "purse"), "box": ("crate", "carton"), "phone": ("cellphone", "smartphone"),
+    "laptop": ("notebook", "computer"), "umbrella": ("parasol", "brolly"), "lamp": ("lantern", "light"),
+    "clock": ("timepiece", "timer"), "vase": ("urn", "jar"), "pillow": ("cushion", "bolster"),
+    "frisbee": ("disc",), "hat": ("cap", "beanie"), "shirt": ("blouse", "tee"), "jacket": ("coat", "blazer"),
+    "cake": ("cupcake", "pastry"), "sandwich": ("sub", "burger"), "pizza": ("pie",), "banana": ("plantain",),
+    "tree": ("oak", "pine"), "flower": ("blossom", "bloom"), "bush": ("hedge", "shrubbery"),
+}
+
+#: The paraphrases that kgitm's WordNet source (``configs/knowledge/wordnet.yaml``: synonyms and
+#: direct hypernyms of the word's senses) maps to their category, measured with
+#: ``scripts/paraphrase_reach.py`` on the default data; ``tests/test_synthscenes.py`` checks it against
+#: WordNet. They make the ``paraphrase_wordnet`` diagnostic set, the others ``paraphrase_other``.
+PARAPHRASES_WORDNET: frozenset[str] = frozenset((
+    "armchair", "auto", "backpack", "baseball", "blazer", "bloom", "blossom", "bolster", "brolly",
+    "burger", "carton", "cot", "crate", "doggy", "drake", "duckling", "ewe", "flask", "football", "hound",
+    "jug", "kitty", "lantern", "lassie", "lorry", "loveseat", "moped", "oak", "pew", "pickup", "plantain",
+    "purse", "schoolboy", "sedan", "sub", "teacup", "urn",
+))
+
 # Attribute name -> group. Attributes of one group exclude each other on an object and are the
 # ones exchanged by the attribute-swap diagnostic. No attribute starts with a vowel, so the article
 # before an attributed noun is always "a" and swapping attributes keeps the bag of words.

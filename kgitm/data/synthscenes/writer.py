@@ -1,5 +1,5 @@
 """Writing a SynthScenes folder: per split the region features, boxes, image sizes, captions, ids and
-scene-graph JSON, the diagnostic files of the test split and ``meta.json``; :func:`generate` does it
+scene-graph JSON, the diagnostic files of the dev and test splits and ``meta.json``; :func:`generate` does it
 atomically, :func:`read_meta` and :func:`is_up_to_date` read a folder back.
 """
 
@@ -16,10 +16,10 @@ import numpy as np
 
 from .captions import _Captioner, _fix_commas, render_caption
 from .config import GENERATOR_VERSION, SPLITS, SynthScenesConfig, make_config
-from .diagnostics import _attribute_swap, _relation_swap
+from .diagnostics import DIAGNOSTIC_SPLITS, _attribute_swap, _relation_swap, paraphrase_nouns
 from .features import _SLOTS, RegionLayout, _prototypes, _render_features, region_layout
 from .layout import SceneLayout, _Sampler
-from .ontology import ATTRIBUTE_GROUPS, ATTRIBUTES, CATEGORIES, PREDICATES, SCENES, STUFF
+from .ontology import ATTRIBUTE_GROUPS, ATTRIBUTES, CATEGORIES, PARAPHRASES, PARAPHRASES_WORDNET, PREDICATES, SCENES, STUFF
 
 _PROGRESS_MIN_IMAGES = 2000  # splits smaller than this generate in about a second: no progress bar
 _FEATURE_CHUNK = 512  # images per feature-synthesis chunk (fixed: part of the determinism contract)
@@ -41,7 +41,7 @@ def _scene_graph(img: SceneLayout, image_id: str, boxes_px: np.ndarray, regions:
 
 
 def _write_split(out: Path, split: str, n: int, cfg: SynthScenesConfig, protos: np.ndarray, sampler: "_Sampler",
-                 layout_rng: np.random.Generator, feature_rng: np.random.Generator,
+                 layout_rng: np.random.Generator, feature_rng: np.random.Generator, diagnostic_rng: np.random.Generator,
                  progress: bool) -> dict:
     from tqdm.auto import tqdm
 
@@ -53,6 +53,12 @@ def _write_split(out: Path, split: str, n: int, cfg: SynthScenesConfig, protos: 
     bbx = np.empty((n, R, 4), dtype=np.float32)
     sizes = np.empty((n, 2), dtype=np.float32)
     captions, shift_captions, ids, graphs, rel_swap, attr_swap = [], [], [], [], [], []
+    paraphrased: dict[str, list[str]] = {"wordnet": [], "other": []}
+    nouns = {kind: paraphrase_nouns(kind == "wordnet") for kind in paraphrased}
+    # the test split's pairs draw from the layout stream (as they always did: its files keep their
+    # bytes); the dev split's from a stream of their own, so that dev's images and captions are
+    # unchanged by having diagnostics
+    swap_rng = layout_rng if split == "test" else diagnostic_rng
     pred_counts = np.zeros(len(PREDICATES), dtype=np.int64)
     for i in tqdm(range(n), desc=f"synthscenes {split}", disable=not progress or n < _PROGRESS_MIN_IMAGES, leave=False):
         img = sampler.layout(layout_rng)
@@ -67,13 +73,17 @@ def _write_split(out: Path, split: str, n: int, cfg: SynthScenesConfig, protos: 
         for _, p, _ in img.relations:
             pred_counts[p] += 1
         pieces = cap.captions(img, layout_rng)
+        first = len(captions)
         captions += [_fix_commas(render_caption(c)) for c in pieces]
-        if split == "test":
+        if split in DIAGNOSTIC_SPLITS:
             shift_captions += [_fix_commas(render_caption(c, shift=True)) for c in pieces]
-            rs = _relation_swap(img, cap, layout_rng)
+            for kind in paraphrased:
+                paraphrased[kind] += [_fix_commas(render_caption(c, nouns=nouns[kind], pick=first + j))
+                                      for j, c in enumerate(pieces)]
+            rs = _relation_swap(img, cap, swap_rng)
             if rs:
                 rel_swap.append({"image": i, "positive": rs[0], "negative": rs[1], "triple": rs[2]})
-            at = _attribute_swap(img, cap, layout_rng)
+            at = _attribute_swap(img, cap, swap_rng)
             if at:
                 attr_swap.append({"image": i, "positive": at[0], "negative": at[1], "attributes": at[2]})
     assert len(captions) == k * n
@@ -92,23 +102,26 @@ def _write_split(out: Path, split: str, n: int, cfg: SynthScenesConfig, protos: 
         json.dump(graphs, f, separators=(",", ":"))
     stats = {"images": n, "captions": len(captions),
              "relations": {PREDICATES[j].name: int(c) for j, c in enumerate(pred_counts)}}
-    if split == "test":
+    if split in DIAGNOSTIC_SPLITS:
         diag = out / "diagnostics"
         diag.mkdir(exist_ok=True)
         for name, items in (("relation_swap", rel_swap), ("attribute_swap", attr_swap)):
-            with open(diag / f"test_{name}.jsonl", "w", encoding="utf-8") as f:
+            with open(diag / f"{split}_{name}.jsonl", "w", encoding="utf-8") as f:
                 f.writelines(json.dumps(x) + "\n" for x in items)
             # the same captions as plain caption files (line p = pair p), so that the graph
             # preprocessing job parses them like any split: `--splits diagnostics/test_relation_swap_positive`
             for side in ("positive", "negative"):
-                (diag / f"test_{name}_{side}_caps.txt").write_text(
+                (diag / f"{split}_{name}_{side}_caps.txt").write_text(
                     "".join(x[side] + "\n" for x in items), encoding="utf-8"
                 )
-        (diag / "test_synonym_shift_caps.txt").write_text("\n".join(shift_captions) + "\n", encoding="utf-8")
+        (diag / f"{split}_synonym_shift_caps.txt").write_text("\n".join(shift_captions) + "\n", encoding="utf-8")
+        for kind, lines in paraphrased.items():
+            (diag / f"{split}_paraphrase_{kind}_caps.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
         stats["diagnostics"] = {
             "relation_swap": len(rel_swap), "attribute_swap": len(attr_swap),
             "synonym_shift_captions": len(shift_captions),
             "synonym_shift_changed": sum(a != b for a, b in zip(captions, shift_captions)),
+            **{f"paraphrase_{kind}_changed": sum(a != b for a, b in zip(captions, lines)) for kind, lines in paraphrased.items()},
         }
     return stats
 
@@ -126,6 +139,9 @@ def _vocabulary() -> dict:
         "stuff": list(STUFF),
         "synonym_table": [{"concept": c.name, "train_words": list(c.train_words), "shift_words": [c.shift_word],
                            "wordnet_relation": c.shift_relation} for c in CATEGORIES if c.shift_word],
+        "paraphrase_table": [{"concept": name, "paraphrases": list(words),
+                              "wordnet_reached": [w for w in words if w in PARAPHRASES_WORDNET]}
+                             for name, words in PARAPHRASES.items()],
     }
 
 
@@ -180,8 +196,10 @@ def generate(root: str | Path, *, preset: str = "small", seed: int = 0, overwrit
         stats, sampler = {}, _Sampler(cfg)
         for split, sss in zip(SPLITS, split_ss):
             layout_ss, feature_ss = sss.spawn(2)
+            (diagnostic_ss,) = sss.spawn(1)  # a third child: the first two streams are as before
             stats[split] = _write_split(tmp, split, cfg.split_sizes()[split], cfg, protos, sampler,
-                                        np.random.default_rng(layout_ss), np.random.default_rng(feature_ss), progress)
+                                        np.random.default_rng(layout_ss), np.random.default_rng(feature_ss),
+                                        np.random.default_rng(diagnostic_ss), progress)
         meta = {
             "name": "SynthScenes", "generator_version": GENERATOR_VERSION, "seed": cfg.seed,
             "config": _config_record(cfg),
@@ -189,6 +207,7 @@ def generate(root: str | Path, *, preset: str = "small", seed: int = 0, overwrit
             "regions": cfg.regions, "feature_dim": cfg.feature_dim,
             **_vocabulary(),
             "diagnostics": stats["test"].pop("diagnostics"),
+            "dev_diagnostics": stats["dev"].pop("diagnostics"),
             "statistics": stats,
         }
         with open(tmp / "meta.json.part", "w", encoding="utf-8") as f:
