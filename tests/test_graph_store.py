@@ -382,3 +382,44 @@ def test_preprocess_reads_neural_motifs_predictions(tmp_path):
     assert len(store) == 2 and list(g.labels) == ["man", "horse"]
     assert [tuple(r) for r in g.relations] == [(0, "riding", 1)]
     assert len(store[1].relations) == 0
+
+
+def _motifs_file(path: Path, predictions: list, classes=("man", "horse", "dog"), predicates=("riding", "near")) -> Path:
+    path.write_text(json.dumps({"ind_to_classes": list(classes), "ind_to_predicates": list(predicates), "predictions": predictions}))
+    return path
+
+
+def test_predicted_scene_graphs_get_a_store_per_source_and_bad_files_name_image_and_field(data_root, tmp_path):
+    """{split}_scene_graphs_{name}.json (predicted, Motifs-style) -> OUT/split/visual_{name}; a file with
+    an unknown label, a dangling object index, a box outside its image or the wrong number of images is
+    refused with one line naming the file, the image and the field."""
+    import numpy as np
+
+    from kgitm.graphs.preprocess import scene_graph_sources
+    from kgitm.graphs.scene_graph_json import SceneGraphFormatError
+
+    np.save(data_root / "test_ims.npy", np.ones((2, 3, 4), dtype=np.float32))
+    np.save(data_root / "test_ims_size.npy", np.array([[20.0, 20.0], [20.0, 20.0]], dtype=np.float32))
+    good = [{"image_id": "a", "boxes": [[0, 0, 10, 10], [0, 5, 10, 20]], "box_labels": ["man", "horse"], "region_index": [0, 2],
+             "rel_pairs": [[0, 1], [1, 0]], "rel_labels": ["riding", "near"], "rel_scores": [0.9, 0.2]},
+            {"image_id": "b", "boxes": [[0, 0, 4, 4]], "box_labels": ["dog"], "region_index": [1], "rel_pairs": [], "rel_labels": [], "rel_scores": []}]
+    _motifs_file(data_root / "test_scene_graphs_sgdet.json", good)
+    assert scene_graph_sources(data_root, "test") == {"sgdet": data_root / "test_scene_graphs_sgdet.json"}
+    out = tmp_path / "g"
+    cfg = _cfg(data_root, out)
+    cfg.visual_top_k = 1
+    (s,) = run(cfg, parser=FakeParser())
+    assert "visual_sgdet" in s.visual
+    store = VisualGraphStore.load(out / "test" / "visual_sgdet", source_file=data_root / "test_scene_graphs_sgdet.json")
+    assert store[0].relations == [(0, "riding", 1)]  # top 1 by score
+    assert store.provenance["graph_source"] == "sgdet" and store.provenance["top_k"] == 1
+    bad_cases = {
+        "unknown label": ([dict(good[0], box_labels=["man", "unicorn"]), good[1]], r"image a: label 'unicorn' is not in the file's name table"),
+        "dangling index": ([dict(good[0], rel_pairs=[[0, 5], [1, 0]]), good[1]], r"image a: relation points at missing object index 5"),
+        "box outside": ([dict(good[0], boxes=[[0, 0, 10, 10], [0, 5, 30, 20]]), good[1]], r"image a \(row 0\): boxes\[1\] .* outside the 20 x 20 image"),
+        "image count": ([good[0]], r"1 images but test_ims.npy has 2"),
+    }
+    for what, (preds, message) in bad_cases.items():
+        _motifs_file(data_root / "test_scene_graphs_sgdet.json", preds)
+        with pytest.raises(SceneGraphFormatError, match=message):
+            run(_cfg(data_root, tmp_path / what, overwrite=True), parser=FakeParser())

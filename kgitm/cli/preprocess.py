@@ -18,7 +18,7 @@ from typing import Literal
 
 from jsonargparse import ActionConfigFile, ArgumentParser, Namespace
 
-from kgitm.graphs.preprocess import CaptionParser, PreprocessConfig, run
+from kgitm.graphs.preprocess import DEFAULT_VISUAL_TOP_K, CaptionParser, PreprocessConfig, run
 from kgitm.graphs.scene_graph_json import SceneGraphFormatError
 from kgitm.graphs.store import StaleStoreError
 
@@ -50,7 +50,10 @@ def build_arg_parser() -> ArgumentParser:
                    help="assemble the stores from the chunks of finished shards (same as `kgitm preprocess merge`)")
     p.add_argument("--overwrite", action="store_true", help="rebuild stores that are stale (otherwise a stale store is an error)")
     p.add_argument("--visual-graphs", type=bool, default=True,
-                   help="also build visual graph stores from {split}_scene_graphs.json when present")
+                   help="also build visual graph stores from {split}_scene_graphs.json (the oracle, where it is the "
+                   "ground truth) and every {split}_scene_graphs_{name}.json (predicted graphs) present")
+    p.add_argument("--visual-top-k", type=int, default=DEFAULT_VISUAL_TOP_K,
+                   help="relations kept per image of a predicted scene graph, best scores first (SGM used 25)")
     p.add_argument("--visual-format", type=str, default="vg",
                    help="format of {split}_scene_graphs.json: vg (Visual Genome-style, e.g. SynthScenes' ground truth) "
                    "or motifs (Neural-Motifs-style predictions; accepted keys in kgitm/graphs/scene_graph_json.py)")
@@ -80,6 +83,7 @@ def parse_config(argv: Sequence[str] | None = None) -> PreprocessConfig:
         overwrite=bool(ns.overwrite),
         visual_graphs=bool(ns.visual_graphs),
         visual_format=str(ns.visual_format),
+        visual_top_k=int(ns.visual_top_k),
         keep_work=bool(ns.keep_work),
         progress=bool(ns.progress),
     )

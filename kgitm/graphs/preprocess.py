@@ -1,14 +1,19 @@
 """The graph preprocessing job: captions -> parsed caption graphs, scene-graph JSON -> visual graphs.
 
 ``kgitm preprocess`` parses every caption of each split once (spaCy, :class:`TextGraphParser`) and
-writes a :class:`~kgitm.graphs.store.GraphStore` per split; when ``{split}_scene_graphs.json``
-(Visual-Genome-style) is present it also writes a :class:`~kgitm.graphs.store.VisualGraphStore`.
+writes a :class:`~kgitm.graphs.store.GraphStore` per split; it also writes a
+:class:`~kgitm.graphs.store.VisualGraphStore` for every scene-graph file of the split: the ground truth
+``{split}_scene_graphs.json`` (Visual-Genome-style; the *oracle*) and each predicted source
+``{split}_scene_graphs_{name}.json`` (Neural-Motifs-style predictions, e.g. SynthScenes' simulated
+``predcls``/``sgcls``/``sgdet`` or a real Motifs run), checked against the split (one graph per
+image, boxes inside their image).
 Training reads these stores and never parses (style guide: heavy preprocessing is its own job).
 
 Output layout::
 
     {out}/{split}/text/graphs.pt, provenance.json      caption graphs
-    {out}/{split}/visual/graphs.pt, provenance.json    visual scene graphs (when the JSON exists)
+    {out}/{split}/visual/graphs.pt, provenance.json    oracle visual scene graphs (when the JSON exists)
+    {out}/{split}/visual_{name}/...                    predicted visual scene graphs of source ``name``
     {out}/{split}/text.work/                           chunks of an unfinished run (removed at the end)
 
 Resumable: captions are parsed in chunks of ``--chunk-size``; each finished chunk is written
@@ -38,15 +43,17 @@ import shutil
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, Protocol
 
+import numpy as np
 from tqdm import tqdm
 
 import kgitm
 from kgitm.core.io import atomic_write_bytes, atomic_write_text, code_fingerprint, json_text, read_lines, sha256_file
 from kgitm.core.text import tokenize
-from kgitm.graphs.scene_graph_json import read_motifs_predictions, read_vg_scene_graphs
+from kgitm.graphs.scene_graph_json import SceneGraphFormatError, read_motifs_predictions, read_vg_scene_graphs
 from kgitm.graphs.store import (
     FORMAT_VERSION,
     PROVENANCE_FILE,
@@ -67,6 +74,12 @@ from kgitm.graphs.types import DependencyGraph, ParsedCaption, SceneGraph
 EXECUTION_OPTIONS = frozenset({"batch_size", "n_process", "mp_start_method"})
 CAPTIONS_FILE = "{split}_caps.txt"
 SCENE_GRAPHS_FILE = "{split}_scene_graphs.json"
+#: the name of the ground-truth scene graphs (``{split}_scene_graphs.json``) as a graph source
+ORACLE = "oracle"
+#: how far (pixels) a box may reach beyond its image before the file is refused (rounding of converted boxes)
+BOX_TOLERANCE_PX = 2.0
+#: relations kept per image of a predicted scene graph, best scores first (SGM used 25)
+DEFAULT_VISUAL_TOP_K = 25
 # --visual-format -> (name recorded in the provenance, reader); see kgitm/graphs/scene_graph_json.py
 VISUAL_READERS = {
     "vg": ("visual_genome_json", read_vg_scene_graphs),
@@ -152,6 +165,7 @@ class PreprocessConfig:
     overwrite: bool = False
     visual_graphs: bool = True
     visual_format: str = "vg"
+    visual_top_k: int = DEFAULT_VISUAL_TOP_K
     keep_work: bool = False
     progress: bool = True
 
@@ -329,36 +343,91 @@ def _assemble(work: Path, work_prov: dict, text_dir: Path, out: Path, keep_work:
     return counts
 
 
+def scene_graph_sources(data_root: Path, split: str) -> dict[str, Path]:
+    """The visual scene-graph files of ``split``: ``{"oracle": {split}_scene_graphs.json}`` (the ground
+    truth where a data set has one, SynthScenes' for instance) and ``{name: {split}_scene_graphs_{name}.json}``
+    for every predicted source (``predcls``, ``sgcls``, ``sgdet``, ``motifs``, ...), those present only."""
+    out: dict[str, Path] = {}
+    oracle = data_root / SCENE_GRAPHS_FILE.format(split=split)
+    if oracle.exists():
+        out[ORACLE] = oracle
+    prefix = f"{split}_scene_graphs_"
+    for path in sorted(data_root.glob(f"{prefix}*.json")):
+        out[path.stem[len(prefix):]] = path
+    return out
+
+
+def visual_store_folder(split_out: Path, source: str) -> Path:
+    """``{out}/{split}/visual`` for the oracle graphs, ``{out}/{split}/visual_{source}`` for the others."""
+    return split_out / ("visual" if source == ORACLE else f"visual_{source}")
+
+
+def check_visual_graphs(graphs: Sequence[Any], src: Path, data_root: Path, split: str) -> None:
+    """One scene graph per image of the split, and every box inside its image (pixel corners, within
+    :data:`BOX_TOLERANCE_PX`); errors name the file, the image and the field."""
+    ims = data_root / f"{split}_ims.npy"
+    if ims.exists():
+        n = int(np.load(ims, mmap_mode="r").shape[0])
+        if len(graphs) != n:
+            raise SceneGraphFormatError(
+                f"{src}: {len(graphs)} images but {ims.name} has {n}; the scene graphs must list the split's images in order"
+            )
+    sizes_file = data_root / f"{split}_ims_size.npy"
+    if not sizes_file.exists():
+        return
+    sizes = np.load(sizes_file, allow_pickle=False)
+    for i, g in enumerate(graphs[: len(sizes)]):
+        if g.boxes.numel() == 0:
+            continue
+        w, h = (float(v) for v in sizes[i])
+        box = g.boxes
+        bad = (box[:, 0] < -BOX_TOLERANCE_PX) | (box[:, 1] < -BOX_TOLERANCE_PX) | (box[:, 2] > w + BOX_TOLERANCE_PX) | (box[:, 3] > h + BOX_TOLERANCE_PX)
+        if bool(bad.any()):
+            k = int(bad.nonzero()[0, 0])
+            raise SceneGraphFormatError(
+                f"{src}: image {g.image_id} (row {i}): boxes[{k}] = {[round(float(v), 1) for v in box[k]]} lies outside the "
+                f"{w:.0f} x {h:.0f} image; boxes are pixel corners x1, y1, x2, y2 of that image"
+            )
+
+
 def _visual_split(cfg: PreprocessConfig, data_root: Path, split: str, split_out: Path) -> str | None:
-    src = data_root / SCENE_GRAPHS_FILE.format(split=split)
-    if not cfg.visual_graphs or not src.exists():
+    if not cfg.visual_graphs:
         return None
-    vdir = split_out / "visual"
-    reader_name, reader = VISUAL_READERS[cfg.visual_format]
-    expected = {"format_version": FORMAT_VERSION, "reader": reader_name, "source": {"sha256": sha256_file(src)}}
-    state, diffs = _store_state(vdir, expected)
-    if state == "current":
-        return f"up to date: {vdir}"
-    if state == "stale" and not cfg.overwrite:
-        raise StaleStoreError(f"visual store {vdir} is stale ({'; '.join(diffs)}); rerun with --overwrite to rebuild it")
-    graphs = reader(src)
-    store = VisualGraphStore.build(graphs)
-    counts = visual_store_counts(store.tensors)
-    expected["source"].update(file=src.name, num_images=len(graphs))
-    config = {"data_root": str(data_root), "split": split, "spacy_model": cfg.spacy_model}
-    prov = {
-        **expected,
-        "kind": "visual_scene_graphs",
-        "kgitm_version": kgitm.__version__,
-        "config": {"data_root": str(data_root), "split": split},
-        "counts": counts,
-        "rebuild_command": _rebuild_command(config, cfg.out),
-    }
-    store.save(vdir, prov)
-    return (
-        f"built {vdir}: {counts['images']} images, {counts['objects']} objects, {counts['relations']} relations, "
-        f"{counts['empty_scene_graphs']} empty scene graphs"
-    )
+    done = []
+    for source, src in scene_graph_sources(data_root, split).items():
+        vdir = visual_store_folder(split_out, source)
+        reader_name, reader = VISUAL_READERS[cfg.visual_format if source == ORACLE else "motifs"]
+        read = reader if source == ORACLE else partial(reader, top_k=cfg.visual_top_k)
+        expected = {"format_version": FORMAT_VERSION, "reader": reader_name, "source": {"sha256": sha256_file(src)}}
+        if source != ORACLE:
+            expected["top_k"] = cfg.visual_top_k
+        state, diffs = _store_state(vdir, expected)
+        if state == "current":
+            done.append(f"up to date: {vdir}")
+            continue
+        if state == "stale" and not cfg.overwrite:
+            raise StaleStoreError(f"visual store {vdir} is stale ({'; '.join(diffs)}); rerun with --overwrite to rebuild it")
+        graphs = read(src)
+        check_visual_graphs(graphs, src, data_root, split)
+        store = VisualGraphStore.build(graphs)
+        counts = visual_store_counts(store.tensors)
+        expected["source"].update(file=src.name, num_images=len(graphs))
+        config = {"data_root": str(data_root), "split": split, "spacy_model": cfg.spacy_model}
+        prov = {
+            **expected,
+            "kind": "visual_scene_graphs",
+            "graph_source": source,
+            "kgitm_version": kgitm.__version__,
+            "config": {"data_root": str(data_root), "split": split},
+            "counts": counts,
+            "rebuild_command": _rebuild_command(config, cfg.out),
+        }
+        store.save(vdir, prov)
+        done.append(
+            f"built {vdir}: {counts['images']} images, {counts['objects']} objects, {counts['relations']} relations, "
+            f"{counts['empty_scene_graphs']} empty scene graphs"
+        )
+    return "; ".join(done) if done else None
 
 
 def _merge_split(cfg: PreprocessConfig, split: str) -> SplitSummary:

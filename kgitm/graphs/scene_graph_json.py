@@ -269,8 +269,14 @@ _SCORE_KEYS = ("rel_scores", "pred_rel_scores", "scores")
 
 def _names(values: Sequence, table: Sequence[str] | None, *, what: str, where: str) -> list[str]:
     out = []
+    known = None if table is None else set(map(str, table))
     for v in values:
         if isinstance(v, str):
+            if known is not None and v.strip() not in known:
+                raise SceneGraphFormatError(
+                    f"{where}: {what[:-1]} {v.strip()!r} is not in the file's name table "
+                    f"({len(known)} names); fix the label or add it to the table"
+                )
             out.append(v.strip())
         elif isinstance(v, (int, float)) and float(v).is_integer():
             if table is None:

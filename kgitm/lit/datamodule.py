@@ -44,6 +44,10 @@ class PrecompDataModule(L.LightningDataModule):
         graph_store: folder of the graph stores written by ``kgitm preprocess`` (``None``: no
             graphs; GSMN sparse and SGM need them).
         scene_graphs: also serve textual and visual scene graphs (SGM); needs ``graph_store``.
+        scene_graph_source: which visual scene graphs SGM reads: ``"oracle"`` (``{split}_scene_graphs.json``:
+            in SynthScenes the ground truth, an oracle no real system has) or a predicted source
+            (``{split}_scene_graphs_{name}.json``: SynthScenes' simulated ``predcls``, ``sgcls``, ``sgdet``,
+            or a Neural Motifs run); ``kgitm preprocess`` builds a store for each file present.
         scene_graph_limits: padding limits of the scene-graph tensors.
         relation_swap_negatives: give every training caption a relation-swapped copy
             (:mod:`kgitm.pipeline.hard_negatives`) for a hard-negative loss term
@@ -73,6 +77,7 @@ class PrecompDataModule(L.LightningDataModule):
         require_boxes: bool = False,
         graph_store: Optional[str] = None,
         scene_graphs: bool = False,
+        scene_graph_source: str = "oracle",
         scene_graph_limits: SceneGraphLimits = SceneGraphLimits(),
         relation_swap_negatives: bool = False,
         symmetric_predicates: Sequence[str] = SYMMETRIC_PREDICATES,
@@ -152,6 +157,7 @@ class PrecompDataModule(L.LightningDataModule):
             relation_swap_negatives=relation_swap_negatives,
             symmetric_predicates=self.hparams.symmetric_predicates,
             swap_predicates=self.hparams.swap_predicates,
+            scene_graph_source=self.hparams.scene_graph_source,
             scene_graph_limits=self.scene_graph_limits,
             transforms=self._transforms,
         )

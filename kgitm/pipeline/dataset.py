@@ -24,6 +24,7 @@ from kgitm.core.io import DataFormatError
 from kgitm.core.text import Vocabulary, tokenize
 from kgitm.core.types import stack_padded
 from kgitm.data.precomp import PrecompSplit
+from kgitm.graphs.preprocess import ORACLE
 from kgitm.graphs.scene_graph_index import pad_graph_indices, text_graph_index, visual_graph_index
 from kgitm.pipeline.graph_provider import GraphProvider
 from kgitm.pipeline.hard_negatives import SYMMETRIC_PREDICATES, relation_swap
@@ -85,6 +86,9 @@ class CaptionImageDataset(Dataset):
         graph_provider: the graph stores (dependency graphs; with ``scene_graphs``, textual and visual
             scene graphs), or ``None``.
         scene_graphs: serve scene graphs (SGM).
+        scene_graph_source: which visual scene graphs: ``"oracle"`` (``{split}_scene_graphs.json``, the
+            ground truth where the data set has one) or a predicted source ``name``
+            (``{split}_scene_graphs_{name}.json``: SynthScenes' ``predcls``/``sgcls``/``sgdet``, a Motifs run).
         scene_graph_limits: their padding limits.
         relation_swap_negatives: give each caption a relation-swapped copy
             (:func:`kgitm.pipeline.hard_negatives.relation_swap`), read from the parsed scene graphs.
@@ -103,6 +107,7 @@ class CaptionImageDataset(Dataset):
         max_words: int,
         graph_provider: Optional[GraphProvider] = None,
         scene_graphs: bool = False,
+        scene_graph_source: str = ORACLE,
         scene_graph_limits: SceneGraphLimits = SceneGraphLimits(),
         relation_swap_negatives: bool = False,
         symmetric_predicates: Sequence[str] = SYMMETRIC_PREDICATES,
@@ -150,10 +155,12 @@ class CaptionImageDataset(Dataset):
                     )
                     for k, p in enumerate(parsed)
                 ]
+                # objects without a region index are matched to a region by IoU with the pixel boxes
                 self.image_graphs = {
                     i: visual_graph_index(
-                        graph_provider.image(split.split, i), num_regions=split.num_regions,
+                        graph_provider.image(split.split, i, scene_graph_source), num_regions=split.num_regions,
                         max_objects=lim.image_objects, max_relations=lim.image_relations,
+                        region_boxes=None if split.boxes is None else torch.from_numpy(np.array(split.boxes[i])),
                     )
                     for i in sorted(set(int(i) for i in captions.image_index))
                 }

@@ -4,7 +4,8 @@ build it).
 
 Caption sets map to store folders: a split ``S`` to ``<store>/S/text`` (checked against
 ``<data>/S_caps.txt``) and a diagnostic set ``N`` to ``<store>/diagnostics/N/text`` (checked against
-``<data>/diagnostics/N_caps.txt``); visual scene graphs of split ``S`` live in ``<store>/S/visual``.
+``<data>/diagnostics/N_caps.txt``); visual scene graphs of split ``S`` live in ``<store>/S/visual``
+(the oracle, ``S_scene_graphs.json``) and ``<store>/S/visual_{name}`` (predicted, ``S_scene_graphs_{name}.json``).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import torch
 from torch import Tensor
 
 from kgitm.core.io import DataFormatError
+from kgitm.graphs.preprocess import ORACLE, scene_graph_sources, visual_store_folder
 from kgitm.graphs.scene_graph_json import VisualSceneGraph
 from kgitm.graphs.store import GraphStore, VisualGraphStore
 from kgitm.graphs.types import ParsedCaption
@@ -34,7 +36,7 @@ class GraphProvider:
         self.data_root = Path(data_root)
         self.splits = splits
         self._text: dict[str, GraphStore] = {}
-        self._visual: dict[str, VisualGraphStore] = {}
+        self._visual: dict[tuple[str, str], VisualGraphStore] = {}
 
     def _locate(self, name: str) -> tuple[Path, Path, str]:
         rel = name if name in self.splits else f"diagnostics/{name}"
@@ -51,18 +53,22 @@ class GraphProvider:
             self._text[name] = GraphStore.load(folder, source_file=source)
         return self._text[name]
 
-    def visual_store(self, split: str) -> VisualGraphStore:
-        if split not in self._visual:
-            folder = self.store_root / split / "visual"
-            source = self.data_root / f"{split}_scene_graphs.json"
+    def visual_store(self, split: str, source: str = ORACLE) -> VisualGraphStore:
+        """The visual scene graphs of ``split`` from ``source`` (``oracle``: ``{split}_scene_graphs.json``;
+        any other name: ``{split}_scene_graphs_{name}.json``)."""
+        key = (split, source)
+        if key not in self._visual:
+            folder = visual_store_folder(self.store_root / split, source)
+            file = self.data_root / (f"{split}_scene_graphs.json" if source == ORACLE else f"{split}_scene_graphs_{source}.json")
             if not folder.exists():
+                found = sorted(scene_graph_sources(self.data_root, split)) if self.data_root.is_dir() else []
                 raise DataFormatError(
-                    f"{folder}: no visual scene-graph store for split {split!r}; build it with "
+                    f"{folder}: no {source!r} visual scene-graph store for split {split!r}; build it with "
                     f"`kgitm preprocess --data-root {self.data_root} --splits {split} --out {self.store_root}` "
-                    f"(needs {source})"
+                    f"(needs {file}; scene-graph sources found there: {', '.join(found) or 'none'})"
                 )
-            self._visual[split] = VisualGraphStore.load(folder, source_file=source)
-        return self._visual[split]
+            self._visual[key] = VisualGraphStore.load(folder, source_file=file)
+        return self._visual[key]
 
     def _checked(self, name: str, index: int, num_tokens: int) -> GraphStore:
         store = self.text_store(name)
@@ -82,6 +88,6 @@ class GraphProvider:
         """The :class:`~kgitm.graphs.types.ParsedCaption` of caption ``index`` of set ``name``."""
         return self._checked(name, index, num_tokens)[index]
 
-    def image(self, split: str, index: int) -> VisualSceneGraph:
-        """The visual scene graph of image ``index`` of ``split``."""
-        return self.visual_store(split)[index]
+    def image(self, split: str, index: int, source: str = ORACLE) -> VisualSceneGraph:
+        """The visual scene graph of image ``index`` of ``split`` from ``source``."""
+        return self.visual_store(split, source)[index]
