@@ -6,6 +6,7 @@ import csv
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
@@ -37,23 +38,49 @@ def test_cells_cover_the_product(tmp_path):
     assert ({"matcher": "a", "knowledge": "wordnet"}, ["--x", "1", "--k", "w"]) in cs
 
 
-def test_finished_runs_are_skipped_and_summarised(tmp_path, monkeypatch):
+def test_finished_runs_are_skipped_and_summarised_per_split_with_intervals(tmp_path, monkeypatch):
     spec_path = _spec(tmp_path)
     out = tmp_path / "out"
     values = {("a", "none"): [10.0, 14.0], ("a", "wordnet"): [20.0, 22.0], ("b", "none"): [5.0, 5.0], ("b", "wordnet"): [7.0, 9.0]}
     for (m, k), vs in values.items():
         for seed, v in enumerate(vs):
-            f = out / f"{m}__{k}" / f"seed{seed}" / "test_results.json"
-            f.parent.mkdir(parents=True)
-            f.write_text(json.dumps({"results": {"rsum": v, "relation_swap_acc": 50.0}}))
+            run = out / f"{m}__{k}" / f"seed{seed}"
+            run.mkdir(parents=True)
+            for split, shift in (("dev", 100.0), ("test", 0.0)):
+                (run / f"results_{split}.json").write_text(json.dumps({"results": {"rsum": v + shift, "relation_swap_acc": 50.0}}))
     monkeypatch.setattr(grid.subprocess, "call", lambda *a, **k: pytest.fail("a finished run was started again"))
     assert grid.main([str(spec_path)]) == 0
-    rows = list(csv.DictReader(open(out / "results.csv")))
+    rows = list(csv.DictReader(open(out / "results_test.csv")))
     assert len(rows) == 8
-    md = (out / "summary.md").read_text()
-    assert "| a | wordnet | 2 | 21.0 ± 1.4 | 50.0 ± 0.0 |" in md
-    assert "| a | none | 2 | 12.0 ± 2.8 |" in md
-    assert (out / "summary.png").stat().st_size > 1000
+    md = (out / "summary_test.md").read_text()
+    # two seeds: t(0.975, 1) = 12.706, half-width 12.706 * sd / sqrt(2)
+    assert "| a | wordnet | 2 | 21.0 ± 1.4 [8.3, 33.7] | 50.0 ± 0.0 [50.0, 50.0] |" in md
+    assert "| a | none | 2 | 12.0 ± 2.8 [-13.4, 37.4] |" in md
+    assert "121.0 ± 1.4" in (out / "summary_dev.md").read_text()
+    assert (out / "summary_test.png").stat().st_size > 1000
+    assert grid.main([str(spec_path), "--splits", "dev"]) == 0  # dev only: no test run needed
+
+
+def test_t_interval_against_a_hand_computation():
+    mean, sd, lo, hi = grid.t_interval(np.array([1.0, 2.0, 3.0]))
+    assert (mean, sd) == (2.0, 1.0)
+    assert hi - mean == pytest.approx(4.303 / np.sqrt(3), abs=1e-3) and lo == pytest.approx(2 * mean - hi)
+    assert grid.t_interval(np.array([5.0])) == (5.0, 0.0, 5.0, 5.0)
+
+
+def test_per_seed_data_commands_and_seed_substitution(tmp_path, monkeypatch):
+    spec = grid.load_grid(_spec(tmp_path))
+    spec["data_seeds"] = {"prepare": [["synthscenes", "--out", "data/s{seed}", "--seed", "{seed}"]],
+                          "args": ["--data.root", "data/s{seed}"]}
+    calls = []
+    monkeypatch.setattr(grid.subprocess, "call", lambda cmd, **k: calls.append(cmd) or 0)
+    grid.prepare_data(spec, 3, tmp_path / "log")
+    assert calls[0][-5:] == ["synthscenes", "--out", "data/s3", "--seed", "3"]
+    calls.clear()
+    monkeypatch.setattr(grid.subprocess, "call", lambda cmd, **k: calls.append(cmd) or 1)
+    assert grid.run_one(spec, {"matcher": "a", "knowledge": "none"}, ["--x", "{seed}"], 3, tmp_path / "o", splits=["dev"]) is None
+    fit = calls[0]
+    assert "data/s3" in fit and fit[fit.index("--x") + 1] == "3" and fit[fit.index("--seed_everything") + 1] == "3"
 
 
 def test_bad_grid_file_is_named(tmp_path):
@@ -78,7 +105,7 @@ def test_cell_trainer_overrides_survive_the_run_trainer_file(tmp_path, monkeypat
     monkeypatch.setattr(grid.subprocess, "call", lambda cmd, **k: calls.append(cmd) or 1)
     (tmp_path / "trainer.yaml").write_text("max_epochs: 10\n")
     spec["trainer"] = str(tmp_path / "trainer.yaml")
-    grid.run_one(spec, {"matcher": "a", "knowledge": "none"}, ["--trainer.max_epochs", "3"], 0, tmp_path / "out")
+    grid.run_one(spec, {"matcher": "a", "knowledge": "none"}, ["--trainer.max_epochs", "3"], 0, tmp_path / "out", splits=["test"])
     fit = calls[0]
     assert fit.index("--trainer") < len(fit) - 1 - fit[::-1].index("--trainer.max_epochs")
 

@@ -1,20 +1,30 @@
 """The grid job: matchers x knowledge sources x seeds through the Lightning CLI, one command.
 
-``kgitm grid configs/grid/knowledge_ablation.yaml`` runs every cell of the grid as its own
-``kgitm fit`` + ``kgitm test`` (separate processes, so one failing run does not stop the others),
-skips runs whose ``test_results.json`` already exists, and writes ``results.csv`` (one row per run),
-``summary.md`` (mean and standard deviation over seeds per cell) and ``summary.png`` (bar chart with
-error bars) into the grid's output folder. Each run keeps its resolved config (``config.yaml``, saved
-by LightningCLI) next to its checkpoints and logs.
+``kgitm grid configs/grid/X.yaml`` runs every cell of the grid as its own ``kgitm fit`` followed by
+``kgitm test`` on each evaluation split (separate processes, so one failing run does not stop the
+others), skips work whose results already exist, and writes per evaluation split ``results_{split}.csv``
+(one row per run), ``summary_{split}.md`` (mean, sample standard deviation and a 95% t-interval over
+seeds per cell) and ``summary_{split}.png`` (bar chart with the intervals) into the grid's output
+folder. Each run keeps its resolved config (``config.yaml``) beside its checkpoints and logs.
+
+Honest use: choose designs and hyper-parameters on ``dev`` (``--splits dev``, or ``splits: [dev]`` in
+the file), then run ``test`` once. Seeds can vary the data as well as the model (``data_seeds``).
 
 Grid file::
 
-    name: knowledge_ablation
-    out: runs/grid/knowledge_ablation
+    name: matchers
+    out: runs/grid/matchers
     base: configs/experiment/vsepp_synthscenes.yaml   # data + model + trainer to start from
     trainer: configs/trainer/cpu.yaml                 # rewritten per run (logs and checkpoints in the run folder)
     seeds: [0, 1, 2]
+    splits: [dev, test]                               # evaluation splits (default: both)
     args: [--trainer.max_epochs, "10"]                # applied to every run
+    data_seeds:                                       # optional: one data set per seed ({seed} is substituted)
+      prepare:                                        # kgitm commands run once per seed, before its runs
+        - [synthscenes, --out, "data/ss_seed{seed}", --seed, "{seed}"]
+        - [preprocess, --config, configs/preprocess/synthscenes.yaml, --data-root, "data/ss_seed{seed}",
+           --out, "graphs/ss_seed{seed}", --progress, "false"]
+      args: [--data.root, "data/ss_seed{seed}", --data.graph_store, "graphs/ss_seed{seed}"]
     axes:                                             # one value per axis makes a cell
       matcher:
         vsepp: [--model, configs/model/vsepp.yaml]
@@ -22,7 +32,11 @@ Grid file::
       knowledge:
         none: []
         wordnet: [--model.knowledge, configs/knowledge/wordnet.yaml]
-    metrics: [rsum, relation_swap_acc, attribute_swap_acc, synonym_shift_t2i_r1]
+    test_variants:                                    # optional: more test runs of the same checkpoint
+      flipped: [--data.scene_graph_flip, "true"]      # metrics reported as flipped/<metric>
+    metrics: [rsum, relation_swap_acc, attribute_swap_acc, paraphrase_other_t2i_r1]
+
+``{seed}`` is substituted in every argument of ``args``, ``data_seeds`` and the cells.
 """
 
 from __future__ import annotations
@@ -31,6 +45,7 @@ import argparse
 import csv
 import itertools
 import json
+import math
 import subprocess
 import sys
 import time
@@ -42,7 +57,23 @@ import yaml
 
 from kgitm.core.io import atomic_open, atomic_write_text, savefig_atomic
 
-DEFAULT_METRICS = ["rsum", "i2t_r1", "t2i_r1", "relation_swap_acc", "attribute_swap_acc", "synonym_shift_t2i_r1"]
+DEFAULT_METRICS = ["rsum", "i2t_r1", "t2i_r1", "relation_swap_acc", "attribute_swap_acc", "paraphrase_other_t2i_r1"]
+DEFAULT_SPLITS = ("dev", "test")
+#: two-sided 95% quantiles of Student's t for 1..30 degrees of freedom (the interval over seeds)
+_T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131,
+         2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042)
+
+
+def t_interval(values: np.ndarray) -> tuple[float, float, float, float]:
+    """``(mean, sample sd, low, high)``: the 95% Student-t interval of the mean over seeds (the
+    interval is the mean itself for one seed)."""
+    n = len(values)
+    mean = float(values.mean())
+    if n < 2:
+        return mean, 0.0, mean, mean
+    sd = float(values.std(ddof=1))
+    half = (_T975[n - 2] if n - 1 <= len(_T975) else 1.96) * sd / math.sqrt(n)
+    return mean, sd, mean - half, mean + half
 
 
 def load_grid(path: Path) -> dict[str, Any]:
@@ -72,6 +103,14 @@ def load_grid(path: Path) -> dict[str, Any]:
     spec.setdefault("args", [])
     spec.setdefault("metrics", DEFAULT_METRICS)
     spec.setdefault("out", f"runs/grid/{spec['name']}")
+    spec.setdefault("splits", list(DEFAULT_SPLITS))
+    spec.setdefault("test_variants", {})
+    bad = [s for s in spec["splits"] if s not in DEFAULT_SPLITS]
+    if bad:
+        raise SystemExit(f"kgitm grid: {path}: splits must be among {list(DEFAULT_SPLITS)}, got {bad}")
+    data_seeds = spec.get("data_seeds")
+    if data_seeds is not None and not (isinstance(data_seeds, dict) and isinstance(data_seeds.get("args", []), list)):
+        raise SystemExit(f"kgitm grid: {path}: data_seeds must be a mapping with 'prepare' (commands) and 'args'")
     return spec
 
 
@@ -81,12 +120,15 @@ def check_grid(path: Path) -> dict[str, Any]:
     spec = load_grid(path)
     root = path.resolve().parents[2] if path.resolve().parent.parent.name == "configs" else Path.cwd()
     names = [spec["base"], spec.get("trainer", "configs/trainer/cpu.yaml")]
+
     def files(args: list[str]) -> list[str]:  # values, and --key=value / --key+=value forms
-        return [a.split("=", 1)[-1] for a in args if a.endswith((".yaml", ".yml"))]
+        return [a.split("=", 1)[-1] for a in map(str, args) if a.endswith((".yaml", ".yml")) and "{seed}" not in a]
 
     for _, args in cells(spec):
         names += files(args)
-    names += files(list(map(str, spec["args"])))
+    names += files(spec["args"])
+    for extra in spec["test_variants"].values():
+        names += files(extra)
     for n in names:
         if not (root / n).exists():
             raise SystemExit(f"kgitm grid: {path}: names {n}, which does not exist under {root}")
@@ -102,6 +144,24 @@ def cells(spec: dict[str, Any]) -> list[tuple[dict[str, str], list[str]]]:
         args = [str(x) for _, extra in combo for x in (extra or [])]
         out.append((labels, args))
     return out
+
+
+def _with_seed(args: list[Any], seed: int) -> list[str]:
+    return [str(a).replace("{seed}", str(seed)) for a in args]
+
+
+def prepare_data(spec: dict[str, Any], seed: int, log_path: Path) -> None:
+    """Run the grid's per-seed data commands (each ``kgitm`` job skips what is up to date)."""
+    commands = (spec.get("data_seeds") or {}).get("prepare", [])
+    if not commands:
+        return
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "a") as log:
+        for command in commands:
+            step = [sys.executable, "-m", "kgitm", *_with_seed(command, seed)]
+            rc = subprocess.call(step, stdout=log, stderr=subprocess.STDOUT)
+            if rc != 0:
+                raise SystemExit(f"kgitm grid: data for seed {seed}: `kgitm {' '.join(step[3:])}` failed (exit {rc}); see {log_path}")
 
 
 def _run_trainer_config(base_trainer: Path, run_dir: Path) -> Path:
@@ -124,52 +184,82 @@ def _run_trainer_config(base_trainer: Path, run_dir: Path) -> Path:
     return path
 
 
-def run_one(spec: dict[str, Any], labels: dict[str, str], args: list[str], seed: int, out: Path, *, dry_run: bool = False) -> dict | None:
-    """Train and test one cell/seed unless its results exist; returns the results or None on failure."""
+def result_file(run_dir: Path, split: str, variant: str | None = None) -> Path:
+    """Where ``kgitm test`` on ``split`` (and a test variant) leaves its results in a run folder."""
+    stem = f"results_{split}" if variant is None else f"results_{split}_{variant}"
+    return run_dir / f"{stem}.json"
+
+
+def run_one(
+    spec: dict[str, Any], labels: dict[str, str], args: list[str], seed: int, out: Path, *,
+    splits: list[str], dry_run: bool = False,
+) -> dict[str, dict] | None:
+    """Train one cell/seed and test it on ``splits`` (and the test variants) unless those results exist.
+
+    Returns ``{split or split/variant: results}``, or ``None`` on failure.
+    """
     cell = "__".join(labels[a] for a in spec["axes"])
     run_dir = out / cell / f"seed{seed}"
-    result_file = run_dir / "test_results.json"
-    if result_file.exists():
-        return json.loads(result_file.read_text())["results"]
+    variants = {None: [], **spec["test_variants"]}
+    wanted = [(s, v) for s in splits for v in variants]
+    if all(result_file(run_dir, s, v).exists() for s, v in wanted):
+        return {s if v is None else f"{s}/{v}": json.loads(result_file(run_dir, s, v).read_text())["results"] for s, v in wanted}
+    seeded = _with_seed([*(spec.get("data_seeds") or {}).get("args", []), *args], seed)
     if dry_run:
-        print(f"[dry run] {cell} seed {seed}: kgitm fit --config {spec['base']} {' '.join(args)} {' '.join(map(str, spec['args']))}")
+        print(f"[dry run] {cell} seed {seed}: kgitm fit --config {spec['base']} {' '.join(seeded)} {' '.join(_with_seed(spec['args'], seed))}")
         return None
     run_dir.mkdir(parents=True, exist_ok=True)
     trainer = _run_trainer_config(Path(spec.get("trainer", "configs/trainer/cpu.yaml")), run_dir)
     # order matters: base, the cell's configs, the run's trainer file (logs and checkpoints in the run
     # folder), the cell's own --trainer.* overrides again (the trainer file would reset them), then the
     # grid-wide overrides
-    trainer_overrides = [x for i in range(len(args) - 1) if args[i].startswith("--trainer.") for x in args[i : i + 2]]
+    trainer_overrides = [x for i in range(len(seeded) - 1) if seeded[i].startswith("--trainer.") for x in seeded[i : i + 2]]
     cmd_base = [
         "--config", str(spec["base"]),
-        *args,
+        *seeded,
         "--trainer", str(trainer),
         *trainer_overrides,
-        *[str(a) for a in spec["args"]],
+        *_with_seed(spec["args"], seed),
         "--seed_everything", str(seed),
     ]
     log = open(run_dir / "run.log", "a")
     exe = [sys.executable, "-m", "kgitm"]
     t0 = time.time()
-    ckpt = run_dir / "checkpoints" / "last.ckpt"
-    fit = exe + ["fit", *cmd_base] + (["--ckpt_path", str(ckpt)] if ckpt.exists() else [])
-    # the test step logs nothing (its logger would overwrite the training metrics.csv) and writes
-    # test_results.json into the run folder
-    test = exe + ["test", *cmd_base, "--ckpt_path", str(run_dir / "checkpoints" / "best.ckpt"), "--trainer.logger", "false"]
-    for step in (fit, test):
-        rc = subprocess.call(step, stdout=log, stderr=subprocess.STDOUT)
+    best = run_dir / "checkpoints" / "best.ckpt"
+    steps = []
+    if not best.exists() or not (run_dir / "fit.done").exists():
+        ckpt = run_dir / "checkpoints" / "last.ckpt"
+        steps.append(("fit", exe + ["fit", *cmd_base] + (["--ckpt_path", str(ckpt)] if ckpt.exists() else [])))
+    for split, variant in wanted:
+        if result_file(run_dir, split, variant).exists():
+            continue
+        # the test step logs nothing (its logger would overwrite the training metrics.csv)
+        test_dir = run_dir / f"test_{split}" if variant is None else run_dir / f"test_{split}_{variant}"
+        steps.append((f"test {split}" + (f" {variant}" if variant else ""), exe + [
+            "test", *cmd_base, *_with_seed(variants[variant], seed), "--data.test_split", split,
+            "--ckpt_path", str(best), "--trainer.logger", "false", "--trainer.default_root_dir", str(test_dir),
+            "--results_name", cell,
+        ], test_dir, (split, variant)))
+    for step in steps:
+        rc = subprocess.call(step[1], stdout=log, stderr=subprocess.STDOUT)
         if rc != 0:
-            print(f"  {cell} seed {seed}: FAILED (exit {rc}); see {run_dir / 'run.log'}", flush=True)
+            print(f"  {cell} seed {seed}: {step[0]} FAILED (exit {rc}); see {run_dir / 'run.log'}", flush=True)
             return None
+        if step[0] == "fit":
+            (run_dir / "fit.done").write_text(f"{time.time() - t0:.1f}\n")
+        else:
+            produced = next(step[2].rglob("test_results.json"))
+            result_file(run_dir, *step[3]).write_text(produced.read_text())
     print(f"  {cell} seed {seed}: done in {time.time() - t0:.0f}s", flush=True)
-    return json.loads(result_file.read_text())["results"]
+    return {s if v is None else f"{s}/{v}": json.loads(result_file(run_dir, s, v).read_text())["results"] for s, v in wanted}
 
 
-def summarize(spec: dict[str, Any], rows: list[dict], out: Path) -> str:
-    """Write results.csv, summary.md and summary.png; return the Markdown table."""
+def summarize(spec: dict[str, Any], rows: list[dict], out: Path, split: str) -> str:
+    """Write results_{split}.csv, summary_{split}.md and summary_{split}.png; return the Markdown table."""
     metrics = list(spec["metrics"])
+    metrics += [f"{v}/{m}" for v in spec["test_variants"] for m in spec["metrics"]]
     axes = list(spec["axes"])
-    with atomic_open(out / "results.csv", "w") as f:
+    with atomic_open(out / f"results_{split}.csv", "w") as f:
         w = csv.DictWriter(f, fieldnames=[*axes, "seed", *metrics])
         w.writeheader()
         for r in rows:
@@ -182,7 +272,7 @@ def summarize(spec: dict[str, Any], rows: list[dict], out: Path) -> str:
         f"| {' | '.join(axes)} | seeds | " + " | ".join(metrics) + " |",
         "|" + "---|" * (len(axes) + 1 + len(metrics)),
     ]
-    stats: dict[tuple, dict[str, tuple[float, float]]] = {}
+    stats: dict[tuple, dict[str, tuple[float, float, float, float]]] = {}
     for key, rs in groups.items():
         stats[key] = {}
         cells_txt = []
@@ -191,18 +281,19 @@ def summarize(spec: dict[str, Any], rows: list[dict], out: Path) -> str:
             if len(vals) == 0:
                 cells_txt.append("-")
                 continue
-            mean, sd = float(vals.mean()), float(vals.std(ddof=1)) if len(vals) > 1 else 0.0
-            stats[key][m] = (mean, sd)
-            cells_txt.append(f"{mean:.1f} ± {sd:.1f}")
+            stats[key][m] = t_interval(vals)
+            mean, sd, lo, hi = stats[key][m]
+            cells_txt.append(f"{mean:.1f} ± {sd:.1f} [{lo:.1f}, {hi:.1f}]")
         lines.append(f"| {' | '.join(key)} | {len(rs)} | " + " | ".join(cells_txt) + " |")
     table = "\n".join(lines) + "\n"
-    note = f"\nMean ± sample standard deviation over seeds; grid `{spec['name']}`.\n"
-    atomic_write_text(out / "summary.md", table + note)
-    _plot(stats, metrics, axes, out / "summary.png")
+    note = (f"\n{split} split. Mean ± sample standard deviation [95% t-interval of the mean] over seeds; "
+            f"grid `{spec['name']}`.\n")
+    atomic_write_text(out / f"summary_{split}.md", table + note)
+    _plot(stats, metrics, axes, out / f"summary_{split}.png", split)
     return table
 
 
-def _plot(stats: dict, metrics: list[str], axes: list[str], path: Path) -> None:
+def _plot(stats: dict, metrics: list[str], axes: list[str], path: Path, split: str) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -211,13 +302,15 @@ def _plot(stats: dict, metrics: list[str], axes: list[str], path: Path) -> None:
     keys = sorted(stats)
     fig, subplots = plt.subplots(1, len(metrics), figsize=(3.2 * len(metrics), 3.6), squeeze=False)
     for ax, m in zip(subplots[0], metrics):
-        means = [stats[k].get(m, (np.nan, 0))[0] for k in keys]
-        sds = [stats[k].get(m, (np.nan, 0))[1] for k in keys]
-        ax.bar(range(len(keys)), means, yerr=sds, capsize=3, color=[f"C{i % 10}" for i in range(len(keys))])
+        means = np.array([stats[k].get(m, (np.nan, 0, np.nan, np.nan))[0] for k in keys])
+        lows = np.array([stats[k].get(m, (np.nan, 0, np.nan, np.nan))[2] for k in keys])
+        highs = np.array([stats[k].get(m, (np.nan, 0, np.nan, np.nan))[3] for k in keys])
+        ax.bar(range(len(keys)), means, yerr=[means - lows, highs - means], capsize=3,
+               color=[f"C{i % 10}" for i in range(len(keys))])
         ax.set_xticks(range(len(keys)))
         ax.set_xticklabels(["\n".join(k) for k in keys], fontsize=7, rotation=0)
         ax.set_title(m, fontsize=9)
-    fig.suptitle(" x ".join(axes) + " (mean ± sd over seeds)", fontsize=9)
+    fig.suptitle(" x ".join(axes) + f" on {split} (mean and 95% interval over seeds)", fontsize=9)
     fig.tight_layout()
     savefig_atomic(fig, path, dpi=120)
     plt.close(fig)
@@ -226,40 +319,55 @@ def _plot(stats: dict, metrics: list[str], axes: list[str], path: Path) -> None:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
         prog="kgitm grid",
-        description="Run a grid of matchers x knowledge sources x seeds (each cell: kgitm fit + kgitm test), "
-        "skipping finished runs, then write results.csv, summary.md (mean ± sd) and summary.png.",
-        epilog="The grid file format is documented in kgitm/lit/grid.py and configs/grid/*.yaml.",
+        description="Run a grid of matchers x knowledge sources x seeds (each cell: kgitm fit, then kgitm test on "
+        "each evaluation split), skipping finished work, then write results_{split}.csv, summary_{split}.md "
+        "(mean ± sd and a 95%% interval over seeds) and summary_{split}.png.",
+        epilog="The grid file format is documented in kgitm/cli/grid.py and configs/grid/*.yaml. Choose settings on "
+        "dev (--splits dev), then run test once.",
     )
-    p.add_argument("grid", type=Path, help="grid YAML file (e.g. configs/grid/knowledge_ablation.yaml)")
+    p.add_argument("grid", type=Path, help="grid YAML file (e.g. configs/grid/matchers_synthscenes.yaml)")
     p.add_argument("--out", type=Path, default=None, help="output folder (default: the grid's 'out')")
     p.add_argument("--seeds", type=int, nargs="+", default=None, help="override the grid's seeds")
+    p.add_argument("--splits", nargs="+", choices=DEFAULT_SPLITS, default=None, help="evaluation splits (default: the grid's)")
     p.add_argument("--only", nargs="+", default=None, metavar="AXIS=VALUE", help="run only cells matching all of these")
     p.add_argument("--dry-run", action="store_true", help="list the runs without starting them")
-    p.add_argument("--summarize-only", action="store_true", help="only rebuild the summary from finished runs")
+    p.add_argument("--summarize-only", action="store_true", help="only rebuild the summaries from finished runs")
     a = p.parse_args(argv)
     spec = load_grid(a.grid)
     out = Path(a.out or spec["out"])
     seeds = a.seeds or spec["seeds"]
+    splits = list(a.splits or spec["splits"])
     only = dict(x.split("=", 1) for x in (a.only or []))
     todo = [(lab, args) for lab, args in cells(spec) if all(lab.get(k) == v for k, v in only.items())]
     if not todo:
         raise SystemExit(f"kgitm grid: {a.grid}: no cell matches --only {a.only}")
     out.mkdir(parents=True, exist_ok=True)
-    print(f"grid {spec['name']}: {len(todo)} cells x {len(seeds)} seeds -> {out}")
-    rows = []
+    print(f"grid {spec['name']}: {len(todo)} cells x {len(seeds)} seeds, evaluated on {', '.join(splits)} -> {out}")
+    rows: dict[str, list[dict]] = {s: [] for s in splits}
     failed = 0
-    for labels, args in todo:
-        for seed in seeds:
+    for seed in seeds:
+        if not a.summarize_only and not a.dry_run:
+            prepare_data(spec, seed, out / f"data_seed{seed}.log")
+        for labels, args in todo:
             if a.summarize_only:
-                f = out / "__".join(labels[x] for x in spec["axes"]) / f"seed{seed}" / "test_results.json"
-                res = json.loads(f.read_text())["results"] if f.exists() else None
+                run_dir = out / "__".join(labels[x] for x in spec["axes"]) / f"seed{seed}"
+                files = {s if v is None else f"{s}/{v}": result_file(run_dir, s, v) for s in splits for v in [None, *spec["test_variants"]]}
+                res = {k: json.loads(f.read_text())["results"] for k, f in files.items() if f.exists()} or None
             else:
-                res = run_one(spec, labels, args, seed, out, dry_run=a.dry_run)
+                res = run_one(spec, labels, args, seed, out, splits=splits, dry_run=a.dry_run)
             if res is None:
                 failed += not a.dry_run and not a.summarize_only
                 continue
-            rows.append({**labels, "seed": seed, **{m: res.get(m, "") for m in spec["metrics"]}})
-    if rows:
-        print(summarize(spec, rows, out))
-        print(f"wrote {out / 'results.csv'}, {out / 'summary.md'}, {out / 'summary.png'}")
+            for split in splits:
+                if split not in res:
+                    continue
+                row = {**labels, "seed": seed, **{m: res[split].get(m, "") for m in spec["metrics"]}}
+                for v in spec["test_variants"]:
+                    row.update({f"{v}/{m}": res.get(f"{split}/{v}", {}).get(m, "") for m in spec["metrics"]})
+                rows[split].append(row)
+    for split in splits:
+        if rows[split]:
+            print(f"== {split} ==")
+            print(summarize(spec, rows[split], out, split))
+            print(f"wrote {out / f'results_{split}.csv'}, {out / f'summary_{split}.md'}, {out / f'summary_{split}.png'}")
     return 1 if failed else 0

@@ -48,6 +48,8 @@ class PrecompDataModule(L.LightningDataModule):
             in SynthScenes the ground truth, an oracle no real system has) or a predicted source
             (``{split}_scene_graphs_{name}.json``: SynthScenes' simulated ``predcls``, ``sgcls``, ``sgdet``,
             or a Neural Motifs run); ``kgitm preprocess`` builds a store for each file present.
+        scene_graph_flip: exchange subject and object of every visual relation (a test-time ablation:
+            ``kgitm test ... --data.scene_graph_flip true``).
         scene_graph_limits: padding limits of the scene-graph tensors.
         relation_swap_negatives: give every training caption a relation-swapped copy
             (:mod:`kgitm.pipeline.hard_negatives`) for a hard-negative loss term
@@ -78,6 +80,7 @@ class PrecompDataModule(L.LightningDataModule):
         graph_store: Optional[str] = None,
         scene_graphs: bool = False,
         scene_graph_source: str = "oracle",
+        scene_graph_flip: bool = False,
         scene_graph_limits: SceneGraphLimits = SceneGraphLimits(),
         relation_swap_negatives: bool = False,
         symmetric_predicates: Sequence[str] = SYMMETRIC_PREDICATES,
@@ -158,6 +161,7 @@ class PrecompDataModule(L.LightningDataModule):
             symmetric_predicates=self.hparams.symmetric_predicates,
             swap_predicates=self.hparams.swap_predicates,
             scene_graph_source=self.hparams.scene_graph_source,
+            scene_graph_flip=self.hparams.scene_graph_flip,
             scene_graph_limits=self.scene_graph_limits,
             transforms=self._transforms,
         )

@@ -89,6 +89,9 @@ class CaptionImageDataset(Dataset):
         scene_graph_source: which visual scene graphs: ``"oracle"`` (``{split}_scene_graphs.json``, the
             ground truth where the data set has one) or a predicted source ``name``
             (``{split}_scene_graphs_{name}.json``: SynthScenes' ``predcls``/``sgcls``/``sgdet``, a Motifs run).
+        scene_graph_flip: exchange the subject and object of every visual relation (an ablation: a
+            matcher that reads the direction of the visual graph's edges should fall well below its score
+            on the graphs as given).
         scene_graph_limits: their padding limits.
         relation_swap_negatives: give each caption a relation-swapped copy
             (:func:`kgitm.pipeline.hard_negatives.relation_swap`), read from the parsed scene graphs.
@@ -108,6 +111,7 @@ class CaptionImageDataset(Dataset):
         graph_provider: Optional[GraphProvider] = None,
         scene_graphs: bool = False,
         scene_graph_source: str = ORACLE,
+        scene_graph_flip: bool = False,
         scene_graph_limits: SceneGraphLimits = SceneGraphLimits(),
         relation_swap_negatives: bool = False,
         symmetric_predicates: Sequence[str] = SYMMETRIC_PREDICATES,
@@ -164,6 +168,9 @@ class CaptionImageDataset(Dataset):
                     )
                     for i in sorted(set(int(i) for i in captions.image_index))
                 }
+                if scene_graph_flip:
+                    for g in self.image_graphs.values():
+                        g["rel_subj"], g["rel_obj"] = g["rel_obj"], g["rel_subj"]
             if relation_swap_negatives:
                 symmetric, only = tuple(symmetric_predicates), None if swap_predicates is None else tuple(swap_predicates)
                 self.swap_tokens = [
