@@ -9,6 +9,12 @@ writing is not part of the result), and ``meta.json`` holds only the config, the
 counts. The float bytes come from numpy's PCG64 streams and elementwise float32/float64 arithmetic;
 should a future numpy change a random stream or a reduction's rounding, this test says which files
 moved and the table must be re-recorded together with a ``GENERATOR_VERSION`` bump.
+
+Generator 1.2 added the nine ``{split}_scene_graphs_{predcls,sgcls,sgdet}.json`` files of the simulated
+scene-graph generator (their own random streams, spawned after the others; scores rounded to 6
+decimals, boxes to 0.01 px, no BLAS) and re-recorded one digest, ``meta.json``'s: its config gained
+``predicted_graphs`` and it gained the appended ``predicted_scene_graphs`` record. Every other digest
+is still the one recorded at c241e29.
 """
 
 from __future__ import annotations
@@ -27,6 +33,9 @@ TINY_SEED0_SHA256 = {
     "dev_ims_bbx.npy": "e041b9ef0a0eee2da391a786d65be2cfe597a501ab20075625b144df06d68473",
     "dev_ims_size.npy": "cb69d1434333d1daf6223447cef3036a7b4bdaee5bb7c5d13a97cc2cf77df60d",
     "dev_scene_graphs.json": "2dd0ec6f4666885b20bfd3f18026e015f5d9b3a736125c9f46127378c7028c32",
+    "dev_scene_graphs_predcls.json": "6ebdd6a1beee7eb9540294d87e2ac2e477f34f7d86876651b34af1e7288e7998",
+    "dev_scene_graphs_sgcls.json": "140195336e5ed091c076534e6fdde951b47f0308137997632541bcf97307cde3",
+    "dev_scene_graphs_sgdet.json": "58222ffc2e494125418334d149f374bf3975ca570d17bfeceb841c7206eefa09",
     "diagnostics/test_attribute_swap.jsonl": "81b76296d2a1585d5e6ef89157c197d442b54a6eecc68c67df73717d441dd265",
     "diagnostics/test_attribute_swap_negative_caps.txt": "471468a561856ccb8f1b45d2f75237299bf0a3b99a106afc7467e5ceda20ea27",
     "diagnostics/test_attribute_swap_positive_caps.txt": "d82ac5a51d7da062bbd53f842ddcd422204d64eec41384fd2b2aca77fe199413",
@@ -34,19 +43,25 @@ TINY_SEED0_SHA256 = {
     "diagnostics/test_relation_swap_negative_caps.txt": "daca7085dbc1f8e1a5918332ffec26a3132c0047c1f17cb1f0270a1169f4d819",
     "diagnostics/test_relation_swap_positive_caps.txt": "441ccc085ae58a105b26c22f72eb57a148e247f07d4524b36b08819dcb63623c",
     "diagnostics/test_synonym_shift_caps.txt": "5f968426b0ef05a85294d507abffa1b38ccad4032e9a50d3cb93c244248fcb71",
-    "meta.json": "505a844bca766b0ed68d97e5d14e5615bacf157d7a930edb036520af616c91f8",
+    "meta.json": "b6d6d2a109c5f7224861fa7d9b8958edf3b012b47daee28a156cf3a87b7819e7",
     "test_caps.txt": "6ee3a9ed4820f415df5118d57b04d34ff20cd2a859abca16c34daefc1bbf9e3f",
     "test_ids.txt": "b2f2a44d7a548753858d53477035cf1abb623c78b1ef7d32d06b71fb60f0253d",
     "test_ims.npy": "a5ad8c46133bda05192a365065374b51134510177f501f3cc0fa994b0860eb5c",
     "test_ims_bbx.npy": "229c96f665144815852401cdb212412f9eeee771818d685335357fb898f569c2",
     "test_ims_size.npy": "ace8643f397e4cd4d2377d545eb884b0af783aa95dce385a177ab42e47572165",
     "test_scene_graphs.json": "6bfd21f87631e7d44ab7d2af5dc9cc316d37757f4169bf3c7b451a78b893b76c",
+    "test_scene_graphs_predcls.json": "dc43220d90223311ba709eaa2f50c34ba47957bd64fe95c3006d13a8b3f8c8e0",
+    "test_scene_graphs_sgcls.json": "c15fd5a84254519e6a6683812db5f0c6bc76c64552d5cd9391aeb19fcf642055",
+    "test_scene_graphs_sgdet.json": "3902b016f44f4b92a6c6a4708b6b9d1e3f76f3bcd2ee3366a9a52364b65906cc",
     "train_caps.txt": "30abeaabbd9a8a89e81a9442a3ab44a7e1f4ed9f97684219310f162e798de1e8",
     "train_ids.txt": "b0b848fe250753ec523e97b8fbd1b6f851614fa29ad0dff25684e3762887749a",
     "train_ims.npy": "a28fd05a2cffc162fb75a281499e473b0ce7bb98f606af8abd0ef45c77aae9d9",
     "train_ims_bbx.npy": "07f110a45944021d973a025ebb4addc59f329ec527531a379e869096f1387a37",
     "train_ims_size.npy": "e56792b03cfe39b7585e38b271bc9df41560a874d1cbc65996c3f79e760e23a6",
     "train_scene_graphs.json": "e525473ce7310f70a8df85f5dae6fa7c4243c65fce0a5d2e277293905c94bb52",
+    "train_scene_graphs_predcls.json": "cd7e82a963015ce0f02ebf60e2cde8d03a627ee3a9cdd9d676f1e30a0aab4615",
+    "train_scene_graphs_sgcls.json": "45e2fc7f7184084abdcea3907fd97555a6d61596a9e0f79e03d97958264f0269",
+    "train_scene_graphs_sgdet.json": "b9afc27a813bb1a39c1c8c8698ffc4cec3480598080403574d7fbe2880bbe099",
 }
 
 

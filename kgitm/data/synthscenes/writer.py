@@ -1,5 +1,5 @@
-"""Writing a SynthScenes folder: per split the region features, boxes, image sizes, captions, ids and
-scene-graph JSON, the diagnostic files of the test split and ``meta.json``; :func:`generate` does it
+"""Writing a SynthScenes folder: per split the region features, boxes, image sizes, captions, ids,
+the ground-truth scene-graph JSON and the simulated generator's predicted ones, the diagnostic files of the test split and ``meta.json``; :func:`generate` does it
 atomically, :func:`read_meta` and :func:`is_up_to_date` read a folder back.
 """
 
@@ -20,6 +20,7 @@ from .diagnostics import _attribute_swap, _relation_swap
 from .features import _SLOTS, RegionLayout, _prototypes, _render_features, region_layout
 from .layout import SceneLayout, _Sampler
 from .ontology import ATTRIBUTE_GROUPS, ATTRIBUTES, CATEGORIES, PREDICATES, SCENES, STUFF
+from .predicted import ORACLE_FILE, PREDICTED_FILE, SGG_PRESETS, predict_scene_graphs, predicted_meta
 
 _PROGRESS_MIN_IMAGES = 2000  # splits smaller than this generate in about a second: no progress bar
 _FEATURE_CHUNK = 512  # images per feature-synthesis chunk (fixed: part of the determinism contract)
@@ -42,7 +43,7 @@ def _scene_graph(img: SceneLayout, image_id: str, boxes_px: np.ndarray, regions:
 
 def _write_split(out: Path, split: str, n: int, cfg: SynthScenesConfig, protos: np.ndarray, sampler: "_Sampler",
                  layout_rng: np.random.Generator, feature_rng: np.random.Generator,
-                 progress: bool) -> dict:
+                 predicted_rngs: dict[str, np.random.Generator], progress: bool) -> dict:
     from tqdm.auto import tqdm
 
     cap = _Captioner(cfg)
@@ -53,6 +54,7 @@ def _write_split(out: Path, split: str, n: int, cfg: SynthScenesConfig, protos: 
     bbx = np.empty((n, R, 4), dtype=np.float32)
     sizes = np.empty((n, 2), dtype=np.float32)
     captions, shift_captions, ids, graphs, rel_swap, attr_swap = [], [], [], [], [], []
+    layouts, region_layouts = [], []
     pred_counts = np.zeros(len(PREDICATES), dtype=np.int64)
     for i in tqdm(range(n), desc=f"synthscenes {split}", disable=not progress or n < _PROGRESS_MIN_IMAGES, leave=False):
         img = sampler.layout(layout_rng)
@@ -64,6 +66,8 @@ def _write_split(out: Path, split: str, n: int, cfg: SynthScenesConfig, protos: 
         image_id = f"synth_{split}_{i:06d}"
         ids.append(image_id)
         graphs.append(_scene_graph(img, image_id, bbx[i], reg))
+        layouts.append(img)
+        region_layouts.append(reg)
         for _, p, _ in img.relations:
             pred_counts[p] += 1
         pieces = cap.captions(img, layout_rng)
@@ -88,8 +92,12 @@ def _write_split(out: Path, split: str, n: int, cfg: SynthScenesConfig, protos: 
     np.save(out / f"{split}_ims_size.npy", sizes)
     (out / f"{split}_caps.txt").write_text("\n".join(captions) + "\n", encoding="utf-8")
     (out / f"{split}_ids.txt").write_text("\n".join(ids) + "\n", encoding="utf-8")
-    with open(out / f"{split}_scene_graphs.json", "w", encoding="utf-8") as f:
+    with open(out / ORACLE_FILE.format(split=split), "w", encoding="utf-8") as f:
         json.dump(graphs, f, separators=(",", ":"))
+    for preset, rng in predicted_rngs.items():
+        predicted = predict_scene_graphs(layouts, region_layouts, bbx, protos, cfg, SGG_PRESETS[preset], rng, ids)
+        (out / PREDICTED_FILE.format(split=split, preset=preset)).write_text(
+            json.dumps(predicted, separators=(",", ":")), encoding="utf-8")
     stats = {"images": n, "captions": len(captions),
              "relations": {PREDICATES[j].name: int(c) for j, c in enumerate(pred_counts)}}
     if split == "test":
@@ -180,8 +188,13 @@ def generate(root: str | Path, *, preset: str = "small", seed: int = 0, overwrit
         stats, sampler = {}, _Sampler(cfg)
         for split, sss in zip(SPLITS, split_ss):
             layout_ss, feature_ss = sss.spawn(2)
+            # spawned after the two streams above, so every file they write keeps its bytes
+            predicted_ss = sss.spawn(1)[0].spawn(len(SGG_PRESETS))
+            predicted_rngs = ({name: np.random.default_rng(s) for name, s in zip(SGG_PRESETS, predicted_ss)}
+                              if cfg.predicted_graphs else {})
             stats[split] = _write_split(tmp, split, cfg.split_sizes()[split], cfg, protos, sampler,
-                                        np.random.default_rng(layout_ss), np.random.default_rng(feature_ss), progress)
+                                        np.random.default_rng(layout_ss), np.random.default_rng(feature_ss),
+                                        predicted_rngs, progress)
         meta = {
             "name": "SynthScenes", "generator_version": GENERATOR_VERSION, "seed": cfg.seed,
             "config": _config_record(cfg),
@@ -191,6 +204,8 @@ def generate(root: str | Path, *, preset: str = "small", seed: int = 0, overwrit
             "diagnostics": stats["test"].pop("diagnostics"),
             "statistics": stats,
         }
+        if cfg.predicted_graphs:
+            meta["predicted_scene_graphs"] = predicted_meta()
         with open(tmp / "meta.json.part", "w", encoding="utf-8") as f:
             json.dump(meta, f, indent=1)
         os.replace(tmp / "meta.json.part", tmp / "meta.json")
