@@ -444,3 +444,14 @@ def test_dev_diagnostics_leave_the_dev_split_unchanged_and_exist(tiny: Path) -> 
     pairs = _lines(tiny / "diagnostics" / "dev_relation_swap.jsonl")
     assert pairs and all(0 <= json.loads(p)["image"] < 16 for p in pairs)
     assert (tiny / "diagnostics" / "dev_synonym_shift_caps.txt").exists()
+
+
+def test_a_folder_of_an_older_generator_is_regenerated_but_other_data_is_kept(tmp_path: Path) -> None:
+    root = ss.generate(tmp_path / "d", preset="tiny", seed=0)
+    meta = json.loads((root / "meta.json").read_text())
+    meta["generator_version"] = "1.1"
+    (root / "meta.json").write_text(json.dumps(meta))
+    ss.generate(root, preset="tiny", seed=0)  # replaced, no --overwrite needed
+    assert json.loads((root / "meta.json").read_text())["generator_version"] == ss.GENERATOR_VERSION
+    with pytest.raises(FileExistsError, match="different parameters"):
+        ss.generate(root, preset="tiny", seed=1)

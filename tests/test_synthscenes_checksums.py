@@ -10,6 +10,12 @@ writing is not part of the result), and ``meta.json`` holds only the config, the
 counts. The float bytes come from numpy's PCG64 streams and elementwise float32/float64 arithmetic;
 should a future numpy change a random stream or a reduction's rounding, this test says which files
 moved and the table must be re-recorded together with a ``GENERATOR_VERSION`` bump.
+
+Generator 1.2 added the nine ``{split}_scene_graphs_{predcls,sgcls,sgdet}.json`` files of the simulated
+scene-graph generator (their own random streams, spawned after the others; scores rounded to 6
+decimals, boxes to 0.01 px, no BLAS) and re-recorded one digest, ``meta.json``'s: its config gained
+``predicted_graphs`` and it gained the appended ``predicted_scene_graphs`` record. Every other digest
+is still the one recorded at c241e29.
 """
 
 from __future__ import annotations
@@ -53,19 +59,30 @@ TINY_SEED0_SHA256 = {
 #: files added since, and meta.json (which gains a key with each addition); every file above keeps
 #: its 0.1 bytes
 ADDED_SHA256 = {
-    # dev diagnostics (their own random stream) and the paraphrase-shift sets
-    "diagnostics/dev_attribute_swap.jsonl": "832e6215f641fe1f5e241064d09ffe10f948b7ad663ff430348ac24b7b59ac7b",
-    "diagnostics/dev_attribute_swap_negative_caps.txt": "b276e6a65251a7255354ec179b85bf4dee1f7653760865e102fc3ab61fc09eeb",
-    "diagnostics/dev_attribute_swap_positive_caps.txt": "b4e52117a6444dc26863589806d8814ef6b025d939701448c37688521a7fbfee",
+    # predicted scene graphs (generator 1.2: their own streams, the third child of each split's seed)
+    "dev_scene_graphs_predcls.json": "6ebdd6a1beee7eb9540294d87e2ac2e477f34f7d86876651b34af1e7288e7998",
+    "dev_scene_graphs_sgcls.json": "140195336e5ed091c076534e6fdde951b47f0308137997632541bcf97307cde3",
+    "dev_scene_graphs_sgdet.json": "58222ffc2e494125418334d149f374bf3975ca570d17bfeceb841c7206eefa09",
+    "test_scene_graphs_predcls.json": "dc43220d90223311ba709eaa2f50c34ba47957bd64fe95c3006d13a8b3f8c8e0",
+    "test_scene_graphs_sgcls.json": "c15fd5a84254519e6a6683812db5f0c6bc76c64552d5cd9391aeb19fcf642055",
+    "test_scene_graphs_sgdet.json": "3902b016f44f4b92a6c6a4708b6b9d1e3f76f3bcd2ee3366a9a52364b65906cc",
+    "train_scene_graphs_predcls.json": "cd7e82a963015ce0f02ebf60e2cde8d03a627ee3a9cdd9d676f1e30a0aab4615",
+    "train_scene_graphs_sgcls.json": "45e2fc7f7184084abdcea3907fd97555a6d61596a9e0f79e03d97958264f0269",
+    "train_scene_graphs_sgdet.json": "b9afc27a813bb1a39c1c8c8698ffc4cec3480598080403574d7fbe2880bbe099",
+    # dev diagnostics (the fourth child) and the paraphrase-shift sets
+    "diagnostics/dev_attribute_swap.jsonl": "a4f41dc6cc1e45cc7d1c8e739ec18c70cc7cc2a7ffb814e3056479fb9d8e5ccb",
+    "diagnostics/dev_attribute_swap_negative_caps.txt": "d44327bf4babd252b69d19d4ea4efbc64a06fcf81dddf0e49821fe61c7048c79",
+    "diagnostics/dev_attribute_swap_positive_caps.txt": "e951131d6207fb9367b177c2be49d7a5df37c137eabc20e0bd75f2785e15f1f7",
     "diagnostics/dev_paraphrase_other_caps.txt": "e3cd5a4fb396911614efc619b24e0490901b340779da0fe2d6fc98f079f064a7",
     "diagnostics/dev_paraphrase_wordnet_caps.txt": "f8bafe8f52260a89eadcc9ec15f4c42242ebb6a1e01aa82f33af55cd8fb2b06a",
-    "diagnostics/dev_relation_swap.jsonl": "1b1c0872833e484d8640b2601e3bc615217b88d89bcbc1af6295bb481099377b",
-    "diagnostics/dev_relation_swap_negative_caps.txt": "efe9e8babc7ceac8f11feac8355e10f4dbeca47ff9a8fb15e6386b27b5428886",
-    "diagnostics/dev_relation_swap_positive_caps.txt": "9c440f0245fc9b5fd1512eb6d90d458b8c80d963a0a019bc8f1b51aa3bf46915",
+    "diagnostics/dev_relation_swap.jsonl": "629c65be83fa0c82d860e0173304d91dcecb76de6aa831b701651d61af178878",
+    "diagnostics/dev_relation_swap_negative_caps.txt": "122016aa49e0dd656c49b004d038900839e6db599d362f5f572ebed6612572b2",
+    "diagnostics/dev_relation_swap_positive_caps.txt": "842912ec972d32d4808b5c65648704fe1185c92cf7d9cf60e34d69fa4a04e1f7",
     "diagnostics/dev_synonym_shift_caps.txt": "a78b6c5a6415563e78dac0378318e9b88dc12de003579c5e9c578637209268d9",
     "diagnostics/test_paraphrase_other_caps.txt": "c213e4b44f365481c81a991db4289074384a75b4972f7bc852ae97b1bc3e66b1",
     "diagnostics/test_paraphrase_wordnet_caps.txt": "7276affdbfa1ab6423439d41af9a1ccbd929c7ef5ec2e8259d23d8c06ce12c62",
-    "meta.json": "23b3fe6867819c2cb14d042f7350ac5543d2763e33a479f62aa4c8a6f99bc9f4",
+    # meta.json, which gains a key with each addition
+    "meta.json": "88acb1faf33435da48e6ef0ac1173d28b9492687f0f6cc3715042cd5ec71534a",
 }
 
 

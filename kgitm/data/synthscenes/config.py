@@ -8,7 +8,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-GENERATOR_VERSION = "1.1"
+GENERATOR_VERSION = "1.2"  # 1.2: predicted scene graphs (predicted_graphs)
 SPLITS = ("train", "dev", "test")
 
 
@@ -48,6 +48,8 @@ class SynthScenesConfig:
         distractor_weight: weight of the random category in a distractor region (0.3).
         min_image_size: smallest image side in pixels (400).
         max_image_size: largest image side in pixels (640).
+        predicted_graphs: also write the simulated scene-graph generator's predictions
+            ``{split}_scene_graphs_{predcls,sgcls,sgdet}.json`` next to the ground truth (True).
     """
 
     images_train: int = 3000
@@ -79,6 +81,7 @@ class SynthScenesConfig:
     distractor_weight: float = 0.3
     min_image_size: int = 400
     max_image_size: int = 640
+    predicted_graphs: bool = True
 
     def __post_init__(self) -> None:
         if not 2 <= self.min_objects <= self.max_objects <= self.regions:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .config import SynthScenesConfig
-from .geometry import Box, _random_box
+from .geometry import _random_box
 from .layout import SceneLayout
 from .ontology import ATTRIBUTES, CATEGORIES, KINDS, PREDICATES, SCENES, STUFF, _STUFF_INDEX
 
@@ -38,21 +38,37 @@ def _prototypes(cfg: SynthScenesConfig, rng: np.random.Generator) -> np.ndarray:
 @dataclass
 class RegionLayout:
     """Regions of one image: normalised boxes ``(R, 4)``, prototype rows/weights ``(R, S)``,
-    noise scale ``(R,)`` and the region row of each annotated object."""
+    noise scale ``(R,)``, the region row of each annotated object, and ``depicts`` ``(R,)``: the
+    object a region shows (its main region and its duplicates), -1 for stuff and distractors."""
 
     boxes: np.ndarray
     rows: np.ndarray
     weights: np.ndarray
     noise: np.ndarray
     object_region: list[int]
+    depicts: np.ndarray
 
 
-def _jitter(b: Box, j: float, rng: np.random.Generator) -> Box:
-    w, h = b[2] - b[0], b[3] - b[1]
-    d = rng.uniform(-j, j, size=4) * np.array([w, h, w, h])
-    x1, y1, x2, y2 = np.clip(np.asarray(b) + d, 0.0, 1.0)
-    x2, y2 = max(x2, min(x1 + 0.01, 1.0)), max(y2, min(y1 + 0.01, 1.0))
-    return (float(x1), float(y1), float(x2), float(y2))
+_MIN_JITTERED_SIDE = 0.01  # a jittered box keeps at least this normalised width and height
+
+
+def jitter_boxes(boxes: np.ndarray, j: float, rng: np.random.Generator) -> np.ndarray:
+    """Move every corner of normalised boxes by up to ``j`` times the box's width/height, inside the image.
+
+    Draws ``rng.uniform(-j, j)`` for the four corners of each box in order (one box at a time gives
+    the same numbers as all at once), clips to ``[0, 1]`` and keeps each side at least
+    ``_MIN_JITTERED_SIDE``. Used for duplicate regions and for the simulated detector's boxes.
+
+    Shapes:
+        boxes: ``(..., 4)`` ``x1, y1, x2, y2`` in ``[0, 1]``; returns the same shape (float64).
+    """
+    b = np.asarray(boxes, dtype=np.float64)
+    w, h = b[..., 2] - b[..., 0], b[..., 3] - b[..., 1]
+    d = rng.uniform(-j, j, size=b.shape) * np.stack([w, h, w, h], axis=-1)
+    x1, y1, x2, y2 = np.moveaxis(np.clip(b + d, 0.0, 1.0), -1, 0)
+    x2 = np.maximum(x2, np.minimum(x1 + _MIN_JITTERED_SIDE, 1.0))
+    y2 = np.maximum(y2, np.minimum(y1 + _MIN_JITTERED_SIDE, 1.0))
+    return np.stack([x1, y1, x2, y2], axis=-1)
 
 
 def region_layout(img: SceneLayout, cfg: SynthScenesConfig, rng: np.random.Generator) -> RegionLayout:
@@ -70,6 +86,7 @@ def region_layout(img: SceneLayout, cfg: SynthScenesConfig, rng: np.random.Gener
     weights = np.zeros((R, _SLOTS), dtype=np.float32)
     noise = np.ones(R, dtype=np.float32)
     boxes = np.zeros((R, 4), dtype=np.float64)
+    depicts = np.full(R, -1, dtype=np.int64)
     rel_of = {}
     for s, p, o in img.relations:
         if PREDICATES[p].semantic:
@@ -81,6 +98,7 @@ def region_layout(img: SceneLayout, cfg: SynthScenesConfig, rng: np.random.Gener
         if i in rel_of:
             rows[i, 3], weights[i, 3] = _ROW_PRED + rel_of[i], cfg.relation_weight
         boxes[i] = ob.box
+        depicts[i] = i
     free = R - n_obj
     n_dup = min(cfg.max_duplicates, int(free * cfg.duplicate_fraction) // max(n_obj, 1))
     r = n_obj
@@ -88,7 +106,8 @@ def region_layout(img: SceneLayout, cfg: SynthScenesConfig, rng: np.random.Gener
         for i, ob in enumerate(img.objects):
             rows[r], weights[r] = rows[i], weights[i] * cfg.duplicate_weight
             noise[r] = 1.0 + cfg.duplicate_noise
-            boxes[r] = _jitter(ob.box, cfg.box_jitter, rng)
+            boxes[r] = jitter_boxes(np.asarray(ob.box), cfg.box_jitter, rng)
+            depicts[r] = i
             r += 1
     stuff = SCENES[img.scene].stuff
     n_stuff = min(len(stuff), int(round((R - r) * cfg.stuff_fraction)))
@@ -102,7 +121,8 @@ def region_layout(img: SceneLayout, cfg: SynthScenesConfig, rng: np.random.Gener
         r += 1
     perm = rng.permutation(R)
     inv = np.argsort(perm)
-    return RegionLayout(boxes[perm], rows[perm], weights[perm], noise[perm], [int(inv[i]) for i in range(n_obj)])
+    return RegionLayout(boxes[perm], rows[perm], weights[perm], noise[perm], [int(inv[i]) for i in range(n_obj)],
+                        depicts[perm])
 
 
 def _render_features(rows: np.ndarray, weights: np.ndarray, noise: np.ndarray, protos: np.ndarray,

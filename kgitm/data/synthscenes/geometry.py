@@ -14,46 +14,38 @@ from .ontology import PREDICATES, _PRED_INDEX
 Box = tuple[float, float, float, float]
 
 
-def _centre(b: Sequence[float]) -> tuple[float, float]:
-    return (b[0] + b[2]) / 2, (b[1] + b[3]) / 2
+def _geometry_holds(geometry: str, s: Sequence, o: Sequence) -> "bool | np.ndarray":
+    """The layout rule ``geometry`` for subject box ``s`` and object box ``o``.
 
-
-def _overlap_1d(a1: float, a2: float, b1: float, b2: float) -> float:
-    return min(a2, b2) - max(a1, b1)
-
-
-def _intersects(s: Sequence[float], o: Sequence[float]) -> bool:
-    return _overlap_1d(s[0], s[2], o[0], o[2]) > 0 and _overlap_1d(s[1], s[3], o[1], o[3]) > 0
-
-
-def _area(b: Sequence[float]) -> float:
-    return (b[2] - b[0]) * (b[3] - b[1])
-
-
-def _inside(p: tuple[float, float], b: Sequence[float]) -> bool:
-    return b[0] < p[0] < b[2] and b[1] < p[1] < b[3]
-
-
-def _geometry_holds(geometry: str, s: Sequence[float], o: Sequence[float]) -> bool:
-    (scx, scy), (ocx, ocy) = _centre(s), _centre(o)
+    ``s`` and ``o`` are four components ``x1, y1, x2, y2``, each a number or an array (the arrays
+    broadcast against each other), so the one rule serves :func:`relation_holds` (one pair) and
+    :func:`relation_matrix` (all pairs of many images); the result is a bool or a bool array.
+    """
+    sx1, sy1, sx2, sy2 = s
+    ox1, oy1, ox2, oy2 = o
+    scx, scy, ocx, ocy = (sx1 + sx2) / 2, (sy1 + sy2) / 2, (ox1 + ox2) / 2, (oy1 + oy2) / 2
+    x_overlap = np.minimum(sx2, ox2) - np.maximum(sx1, ox1)
+    y_overlap = np.minimum(sy2, oy2) - np.maximum(sy1, oy1)
+    intersects = (x_overlap > 0) & (y_overlap > 0)
     if geometry in ("on", "riding", "sitting on", "standing on"):
-        return scy < ocy and _intersects(s, o)
+        return (scy < ocy) & intersects
     if geometry == "above":
-        return s[3] <= o[1] and _overlap_1d(s[0], s[2], o[0], o[2]) > 0
+        return (sy2 <= oy1) & (x_overlap > 0)
     if geometry == "left of":
         return scx < ocx
     if geometry == "in front of":
-        return s[3] > o[3] and _intersects(s, o)
-    if geometry == "holding":
-        return _inside((ocx, ocy), s) and _area(o) < _area(s) and ocy >= scy
-    if geometry == "carrying":
-        return _inside((ocx, ocy), s) and _area(o) < _area(s) and ocy < scy
-    sw, sh, ow, oh = s[2] - s[0], s[3] - s[1], o[2] - o[0], o[3] - o[1]
-    gap = max(o[0] - s[2], s[0] - o[2])
+        return (sy2 > oy2) & intersects
+    if geometry in ("holding", "carrying"):
+        centre_inside = (sx1 < ocx) & (ocx < sx2) & (sy1 < ocy) & (ocy < sy2)
+        smaller = (ox2 - ox1) * (oy2 - oy1) < (sx2 - sx1) * (sy2 - sy1)
+        lower = ocy >= scy if geometry == "holding" else ocy < scy
+        return centre_inside & smaller & lower
+    sw, sh, ow, oh = sx2 - sx1, sy2 - sy1, ox2 - ox1, oy2 - oy1
+    gap = np.maximum(ox1 - sx2, sx1 - ox2)
     if geometry == "next to":
-        return gap <= 0.5 * max(sw, ow) and abs(scy - ocy) <= 0.5 * max(sh, oh)
+        return (gap <= 0.5 * np.maximum(sw, ow)) & (abs(scy - ocy) <= 0.5 * np.maximum(sh, oh))
     if geometry == "near":
-        return gap <= 1.5 * max(sw, ow) and abs(scy - ocy) <= max(sh, oh)
+        return (gap <= 1.5 * np.maximum(sw, ow)) & (abs(scy - ocy) <= np.maximum(sh, oh))
     raise ValueError(f"unknown geometry {geometry!r}")
 
 
@@ -65,7 +57,29 @@ def relation_holds(predicate: str, subject_box: Sequence[float], object_box: Seq
     ``relation_holds(p, a, b)`` and ``relation_holds(p, b, a)`` is true.
     """
     p = PREDICATES[_PRED_INDEX[predicate]]
-    return _geometry_holds(p.geometry, object_box, subject_box) if p.inverse else _geometry_holds(p.geometry, subject_box, object_box)
+    s, o = (object_box, subject_box) if p.inverse else (subject_box, object_box)
+    return bool(_geometry_holds(p.geometry, s, o))
+
+
+def relation_matrix(boxes: np.ndarray) -> np.ndarray:
+    """:func:`relation_holds` of every predicate for every ordered pair of boxes, vectorised.
+
+    Args:
+        boxes: ``x1, y1, x2, y2`` boxes (pixel or normalised), any leading batch shape.
+
+    Returns:
+        ``holds[p, ..., i, j] = relation_holds(PREDICATES[p].name, boxes[..., i, :], boxes[..., j, :])``
+        (the diagonal ``i == j`` is computed like any pair).
+
+    Shapes:
+        boxes: ``(..., N, 4)``; returns ``(P, ..., N, N)`` bool with ``P = len(PREDICATES)``.
+    """
+    comp = np.moveaxis(np.asarray(boxes), -1, 0)  # (4, ..., N)
+    subj, obj = comp[..., :, None], comp[..., None, :]  # (4, ..., N, 1), (4, ..., 1, N)
+    out = np.empty((len(PREDICATES), *comp.shape[1:], comp.shape[-1]), dtype=bool)
+    for k, p in enumerate(PREDICATES):
+        out[k] = _geometry_holds(p.geometry, obj, subj) if p.inverse else _geometry_holds(p.geometry, subj, obj)
+    return out
 
 
 # Normalised (width, height) ranges of object boxes per kind.

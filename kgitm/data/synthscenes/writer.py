@@ -1,5 +1,6 @@
-"""Writing a SynthScenes folder: per split the region features, boxes, image sizes, captions, ids and
-scene-graph JSON, the diagnostic files of the dev and test splits and ``meta.json``; :func:`generate` does it
+"""Writing a SynthScenes folder: per split the region features, boxes, image sizes, captions, ids,
+the ground-truth scene-graph JSON and the simulated generator's predicted ones, the diagnostic files of
+the dev and test splits and ``meta.json``; :func:`generate` does it
 atomically, :func:`read_meta` and :func:`is_up_to_date` read a folder back.
 """
 
@@ -7,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import os
 import shutil
 import uuid
@@ -20,6 +22,9 @@ from .diagnostics import DIAGNOSTIC_SPLITS, _attribute_swap, _relation_swap, par
 from .features import _SLOTS, RegionLayout, _prototypes, _render_features, region_layout
 from .layout import SceneLayout, _Sampler
 from .ontology import ATTRIBUTE_GROUPS, ATTRIBUTES, CATEGORIES, PARAPHRASES, PARAPHRASES_WORDNET, PREDICATES, SCENES, STUFF
+from .predicted import ORACLE_FILE, PREDICTED_FILE, SGG_PRESETS, predict_scene_graphs, predicted_meta
+
+log = logging.getLogger(__name__)
 
 _PROGRESS_MIN_IMAGES = 2000  # splits smaller than this generate in about a second: no progress bar
 _FEATURE_CHUNK = 512  # images per feature-synthesis chunk (fixed: part of the determinism contract)
@@ -42,7 +47,7 @@ def _scene_graph(img: SceneLayout, image_id: str, boxes_px: np.ndarray, regions:
 
 def _write_split(out: Path, split: str, n: int, cfg: SynthScenesConfig, protos: np.ndarray, sampler: "_Sampler",
                  layout_rng: np.random.Generator, feature_rng: np.random.Generator, diagnostic_rng: np.random.Generator,
-                 progress: bool) -> dict:
+                 predicted_rngs: dict[str, np.random.Generator], progress: bool) -> dict:
     from tqdm.auto import tqdm
 
     cap = _Captioner(cfg)
@@ -59,6 +64,7 @@ def _write_split(out: Path, split: str, n: int, cfg: SynthScenesConfig, protos: 
     # bytes); the dev split's from a stream of their own, so that dev's images and captions are
     # unchanged by having diagnostics
     swap_rng = layout_rng if split == "test" else diagnostic_rng
+    layouts, region_layouts = [], []
     pred_counts = np.zeros(len(PREDICATES), dtype=np.int64)
     for i in tqdm(range(n), desc=f"synthscenes {split}", disable=not progress or n < _PROGRESS_MIN_IMAGES, leave=False):
         img = sampler.layout(layout_rng)
@@ -70,6 +76,8 @@ def _write_split(out: Path, split: str, n: int, cfg: SynthScenesConfig, protos: 
         image_id = f"synth_{split}_{i:06d}"
         ids.append(image_id)
         graphs.append(_scene_graph(img, image_id, bbx[i], reg))
+        layouts.append(img)
+        region_layouts.append(reg)
         for _, p, _ in img.relations:
             pred_counts[p] += 1
         pieces = cap.captions(img, layout_rng)
@@ -98,8 +106,12 @@ def _write_split(out: Path, split: str, n: int, cfg: SynthScenesConfig, protos: 
     np.save(out / f"{split}_ims_size.npy", sizes)
     (out / f"{split}_caps.txt").write_text("\n".join(captions) + "\n", encoding="utf-8")
     (out / f"{split}_ids.txt").write_text("\n".join(ids) + "\n", encoding="utf-8")
-    with open(out / f"{split}_scene_graphs.json", "w", encoding="utf-8") as f:
+    with open(out / ORACLE_FILE.format(split=split), "w", encoding="utf-8") as f:
         json.dump(graphs, f, separators=(",", ":"))
+    for preset, rng in predicted_rngs.items():
+        predicted = predict_scene_graphs(layouts, region_layouts, bbx, protos, cfg, SGG_PRESETS[preset], rng, ids)
+        (out / PREDICTED_FILE.format(split=split, preset=preset)).write_text(
+            json.dumps(predicted, separators=(",", ":")), encoding="utf-8")
     stats = {"images": n, "captions": len(captions),
              "relations": {PREDICATES[j].name: int(c) for j, c in enumerate(pred_counts)}}
     if split in DIAGNOSTIC_SPLITS:
@@ -174,7 +186,8 @@ def generate(root: str | Path, *, preset: str = "small", seed: int = 0, overwrit
         **overrides: any :class:`SynthScenesConfig` field.
 
     Raises:
-        FileExistsError: ``root`` holds other data (or a different config) and ``overwrite`` is false.
+        FileExistsError: ``root`` holds other data (or a different config) and ``overwrite`` is false. A
+            folder of SynthScenes written by an older generator version is replaced (with a warning).
 
     Generation happens in a hidden sibling folder that is renamed into place at the end (removed on
     failure); ``meta.json`` is written last. A folder that already holds the same config is left as is.
@@ -183,8 +196,13 @@ def generate(root: str | Path, *, preset: str = "small", seed: int = 0, overwrit
     root = Path(root)
     if is_up_to_date(root, cfg):
         return root
-    if root.exists() and any(root.iterdir()) and not overwrite:
-        why = "was generated with different parameters" if read_meta(root) else "is not empty and has no meta.json"
+    meta = read_meta(root) if root.exists() else None
+    older = meta is not None and meta.get("name") == "SynthScenes" and meta.get("generator_version") != GENERATOR_VERSION
+    if older:  # our own generated data, from an older generator: replaced (nothing a user wrote is lost)
+        log.warning("%s holds SynthScenes of generator %s; regenerating it with generator %s",
+                    root, meta.get("generator_version"), GENERATOR_VERSION)
+    if root.exists() and any(root.iterdir()) and not overwrite and not older:
+        why = "was generated with different parameters" if meta else "is not empty and has no meta.json"
         raise FileExistsError(f"{root} {why}; pass --overwrite (overwrite=True) to replace it or choose another folder")
     root.parent.mkdir(parents=True, exist_ok=True)
     tmp = root.parent / f".{root.name}.tmp-{uuid.uuid4().hex[:8]}"
@@ -196,10 +214,15 @@ def generate(root: str | Path, *, preset: str = "small", seed: int = 0, overwrit
         stats, sampler = {}, _Sampler(cfg)
         for split, sss in zip(SPLITS, split_ss):
             layout_ss, feature_ss = sss.spawn(2)
-            (diagnostic_ss,) = sss.spawn(1)  # a third child: the first two streams are as before
+            # spawned after the two streams above, so every file they write keeps its bytes: the
+            # predicted scene graphs' streams (the third child), then the dev diagnostics' (the fourth)
+            predicted_ss = sss.spawn(1)[0].spawn(len(SGG_PRESETS))
+            (diagnostic_ss,) = sss.spawn(1)
+            predicted_rngs = ({name: np.random.default_rng(s) for name, s in zip(SGG_PRESETS, predicted_ss)}
+                              if cfg.predicted_graphs else {})
             stats[split] = _write_split(tmp, split, cfg.split_sizes()[split], cfg, protos, sampler,
                                         np.random.default_rng(layout_ss), np.random.default_rng(feature_ss),
-                                        np.random.default_rng(diagnostic_ss), progress)
+                                        np.random.default_rng(diagnostic_ss), predicted_rngs, progress)
         meta = {
             "name": "SynthScenes", "generator_version": GENERATOR_VERSION, "seed": cfg.seed,
             "config": _config_record(cfg),
@@ -210,6 +233,8 @@ def generate(root: str | Path, *, preset: str = "small", seed: int = 0, overwrit
             "dev_diagnostics": stats["dev"].pop("diagnostics"),
             "statistics": stats,
         }
+        if cfg.predicted_graphs:
+            meta["predicted_scene_graphs"] = predicted_meta()
         with open(tmp / "meta.json.part", "w", encoding="utf-8") as f:
             json.dump(meta, f, indent=1)
         os.replace(tmp / "meta.json.part", tmp / "meta.json")
