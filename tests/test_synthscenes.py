@@ -449,7 +449,7 @@ def test_dev_diagnostics_leave_the_dev_split_unchanged_and_exist(tiny: Path) -> 
 def test_a_folder_of_an_older_generator_is_regenerated_but_other_data_is_kept(tmp_path: Path) -> None:
     root = ss.generate(tmp_path / "d", preset="tiny", seed=0)
     meta = json.loads((root / "meta.json").read_text())
-    meta["generator_version"] = "1.1"
+    meta["generator_version"] = meta["config"]["generator_version"] = "1.1"
     (root / "meta.json").write_text(json.dumps(meta))
     ss.generate(root, preset="tiny", seed=0)  # replaced, no --overwrite needed
     assert json.loads((root / "meta.json").read_text())["generator_version"] == ss.GENERATOR_VERSION
