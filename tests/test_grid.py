@@ -49,6 +49,7 @@ def test_finished_runs_are_skipped_and_summarised_per_split_with_intervals(tmp_p
             for split, shift in (("dev", 100.0), ("test", 0.0)):
                 (run / f"results_{split}.json").write_text(json.dumps({"results": {"rsum": v + shift, "relation_swap_acc": 50.0}}))
     monkeypatch.setattr(grid.subprocess, "call", lambda *a, **k: pytest.fail("a finished run was started again"))
+    monkeypatch.setattr(grid, "check_cell_args", lambda spec, path: None)  # the cells' args here are placeholders
     assert grid.main([str(spec_path)]) == 0
     rows = list(csv.DictReader(open(out / "results_test.csv")))
     assert len(rows) == 8
@@ -111,8 +112,22 @@ def test_cell_trainer_overrides_survive_the_run_trainer_file(tmp_path, monkeypat
 
 
 @pytest.mark.parametrize("path", sorted((Path(__file__).resolve().parents[1] / "configs" / "grid").glob("*.yaml")), ids=lambda p: p.name)
-def test_every_committed_grid_names_existing_configs(path):
-    from kgitm.cli.grid import cells, check_grid
+def test_every_committed_grid_names_existing_configs_and_parses(path):
+    from kgitm.cli.grid import cells, check_cell_args, check_grid
 
     spec = check_grid(path)
     assert cells(spec) and spec["seeds"]
+    check_cell_args(spec, path)  # every cell (and test variant) passes the Lightning CLI's parser
+
+
+def test_a_cell_the_cli_refuses_is_named_before_any_run(tmp_path):
+    from kgitm.cli.grid import check_cell_args, load_grid
+
+    root = Path(__file__).resolve().parents[1]
+    g = tmp_path / "g.yaml"
+    g.write_text(
+        f"name: g\nbase: {root}/configs/experiment/vsepp_synthscenes.yaml\ntrainer: {root}/configs/trainer/cpu.yaml\n"
+        "axes:\n  matcher:\n    ok: []\n    yaml_bool: [--data.swap_predicates, '[on, under]']\n"
+    )
+    with pytest.raises(SystemExit, match=r"cell yaml_bool: the CLI refuses its arguments: .*data.swap_predicates"):
+        check_cell_args(load_grid(g), g)

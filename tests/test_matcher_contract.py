@@ -21,7 +21,6 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from kgitm.core.functional import l2norm
 from kgitm.core.types import EncodedCaptions, EncodedImages
 from kgitm.eval.similarity import compute_similarity
 from kgitm.knowledge import NoKnowledge

@@ -33,7 +33,9 @@ Grid file::
         none: []
         wordnet: [--model.knowledge, configs/knowledge/wordnet.yaml]
     test_variants:                                    # optional: more test runs of the same checkpoint
-      flipped: [--data.scene_graph_flip, "true"]      # metrics reported as flipped/<metric>
+      flipped:                                        # metrics reported as flipped/<metric>
+        args: [--data.scene_graph_flip, "true"]
+        cells: [sgm_oracle]                           # only these axis values (default: every cell)
     metrics: [rsum, relation_swap_acc, attribute_swap_acc, paraphrase_other_t2i_r1]
 
 ``{seed}`` is substituted in every argument of ``args``, ``data_seeds`` and the cells.
@@ -42,7 +44,9 @@ Grid file::
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
+import io
 import itertools
 import json
 import math
@@ -104,7 +108,9 @@ def load_grid(path: Path) -> dict[str, Any]:
     spec.setdefault("metrics", DEFAULT_METRICS)
     spec.setdefault("out", f"runs/grid/{spec['name']}")
     spec.setdefault("splits", list(DEFAULT_SPLITS))
-    spec.setdefault("test_variants", {})
+    variants = spec.setdefault("test_variants", {})
+    for name, v in list(variants.items()):
+        variants[name] = {"args": v, "cells": None} if isinstance(v, list) else {"args": v.get("args", []), "cells": v.get("cells")}
     bad = [s for s in spec["splits"] if s not in DEFAULT_SPLITS]
     if bad:
         raise SystemExit(f"kgitm grid: {path}: splits must be among {list(DEFAULT_SPLITS)}, got {bad}")
@@ -127,8 +133,8 @@ def check_grid(path: Path) -> dict[str, Any]:
     for _, args in cells(spec):
         names += files(args)
     names += files(spec["args"])
-    for extra in spec["test_variants"].values():
-        names += files(extra)
+    for variant in spec["test_variants"].values():
+        names += files(variant["args"])
     for n in names:
         if not (root / n).exists():
             raise SystemExit(f"kgitm grid: {path}: names {n}, which does not exist under {root}")
@@ -190,6 +196,57 @@ def result_file(run_dir: Path, split: str, variant: str | None = None) -> Path:
     return run_dir / f"{stem}.json"
 
 
+def fit_args(spec: dict[str, Any], args: list[str], seed: int, trainer: Path | None) -> list[str]:
+    """The ``kgitm fit`` arguments of one cell and seed (``kgitm test`` adds its split and checkpoint).
+
+    Order matters: the base config, the cell's configs, the seed's data (an experiment config names
+    its own data root), the run's trainer file (logs and checkpoints in the run folder), the cell's
+    own ``--trainer.*`` overrides again (the trainer file would reset them), the grid-wide overrides.
+    """
+    seeded = _with_seed([*args, *(spec.get("data_seeds") or {}).get("args", [])], seed)
+    trainer_part = [] if trainer is None else ["--trainer", str(trainer)]
+    trainer_overrides = [x for i in range(len(seeded) - 1) if seeded[i].startswith("--trainer.") for x in seeded[i : i + 2]]
+    return [
+        "--config", str(spec["base"]),
+        *seeded,
+        *trainer_part,
+        *trainer_overrides,
+        *_with_seed(spec["args"], seed),
+        "--seed_everything", str(seed),
+    ]
+
+
+def check_cell_args(spec: dict[str, Any], grid_path: Path) -> None:
+    """Parse every cell's fit arguments (and each test variant's) with the Lightning CLI's parser,
+    without building anything, so that a typo fails in a second instead of hours into the grid."""
+    from kgitm.cli.lightning import ConfigError, KgitmCLI, argv_as, check_config_args
+    from kgitm.lit.datamodule import PrecompDataModule
+    from kgitm.lit.module import MatchingModule
+
+    class ParseOnly(KgitmCLI):
+        def instantiate_classes(self) -> None:  # parse and validate only
+            pass
+
+    trainer = spec.get("trainer", "configs/trainer/cpu.yaml")
+    seed = spec["seeds"][0]
+    for labels, args in cells(spec):
+        cell = "__".join(labels[a] for a in spec["axes"])
+        variants = [[]] + [v["args"] for v in spec["test_variants"].values()
+                          if v["cells"] is None or set(labels.values()) & set(v["cells"])]
+        for extra in variants:
+            argv = [*fit_args(spec, args, seed, Path(trainer)), *_with_seed(extra, seed)]
+            try:
+                check_config_args(argv)
+                with argv_as(argv), contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()) as err:
+                    ParseOnly(MatchingModule, PrecompDataModule, run=False, parser_kwargs={"default_env": False})
+            except ConfigError as e:
+                raise SystemExit(f"kgitm grid: {grid_path}: cell {cell}: {e}") from None
+            except SystemExit:
+                text = err.getvalue()
+                why = " ".join(ln.strip() for ln in text[text.find("error:"):].splitlines() if ln.strip())
+                raise SystemExit(f"kgitm grid: {grid_path}: cell {cell}: the CLI refuses its arguments: {why}") from None
+
+
 def run_one(
     spec: dict[str, Any], labels: dict[str, str], args: list[str], seed: int, out: Path, *,
     splits: list[str], dry_run: bool = False,
@@ -200,28 +257,17 @@ def run_one(
     """
     cell = "__".join(labels[a] for a in spec["axes"])
     run_dir = out / cell / f"seed{seed}"
-    variants = {None: [], **spec["test_variants"]}
+    variants = {None: [], **{name: v["args"] for name, v in spec["test_variants"].items()
+                             if v["cells"] is None or set(labels.values()) & set(v["cells"])}}
     wanted = [(s, v) for s in splits for v in variants]
     if all(result_file(run_dir, s, v).exists() for s, v in wanted):
         return {s if v is None else f"{s}/{v}": json.loads(result_file(run_dir, s, v).read_text())["results"] for s, v in wanted}
-    seeded = _with_seed([*(spec.get("data_seeds") or {}).get("args", []), *args], seed)
     if dry_run:
-        print(f"[dry run] {cell} seed {seed}: kgitm fit --config {spec['base']} {' '.join(seeded)} {' '.join(_with_seed(spec['args'], seed))}")
+        print(f"[dry run] {cell} seed {seed}: kgitm fit {' '.join(fit_args(spec, args, seed, None))}")
         return None
     run_dir.mkdir(parents=True, exist_ok=True)
     trainer = _run_trainer_config(Path(spec.get("trainer", "configs/trainer/cpu.yaml")), run_dir)
-    # order matters: base, the cell's configs, the run's trainer file (logs and checkpoints in the run
-    # folder), the cell's own --trainer.* overrides again (the trainer file would reset them), then the
-    # grid-wide overrides
-    trainer_overrides = [x for i in range(len(seeded) - 1) if seeded[i].startswith("--trainer.") for x in seeded[i : i + 2]]
-    cmd_base = [
-        "--config", str(spec["base"]),
-        *seeded,
-        "--trainer", str(trainer),
-        *trainer_overrides,
-        *_with_seed(spec["args"], seed),
-        "--seed_everything", str(seed),
-    ]
+    cmd_base = fit_args(spec, args, seed, trainer)
     log = open(run_dir / "run.log", "a")
     exe = [sys.executable, "-m", "kgitm"]
     t0 = time.time()
@@ -332,6 +378,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--only", nargs="+", default=None, metavar="AXIS=VALUE", help="run only cells matching all of these")
     p.add_argument("--dry-run", action="store_true", help="list the runs without starting them")
     p.add_argument("--summarize-only", action="store_true", help="only rebuild the summaries from finished runs")
+    p.add_argument("--check", action="store_true", help="only parse every cell's arguments (done before any run anyway) and exit")
     a = p.parse_args(argv)
     spec = load_grid(a.grid)
     out = Path(a.out or spec["out"])
@@ -341,6 +388,11 @@ def main(argv: list[str] | None = None) -> int:
     todo = [(lab, args) for lab, args in cells(spec) if all(lab.get(k) == v for k, v in only.items())]
     if not todo:
         raise SystemExit(f"kgitm grid: {a.grid}: no cell matches --only {a.only}")
+    if not a.summarize_only:
+        check_cell_args(spec, a.grid)
+        if a.check:
+            print(f"kgitm grid: {a.grid}: all {len(cells(spec))} cells parse")
+            return 0
     out.mkdir(parents=True, exist_ok=True)
     print(f"grid {spec['name']}: {len(todo)} cells x {len(seeds)} seeds, evaluated on {', '.join(splits)} -> {out}")
     rows: dict[str, list[dict]] = {s: [] for s in splits}
@@ -352,6 +404,7 @@ def main(argv: list[str] | None = None) -> int:
             if a.summarize_only:
                 run_dir = out / "__".join(labels[x] for x in spec["axes"]) / f"seed{seed}"
                 files = {s if v is None else f"{s}/{v}": result_file(run_dir, s, v) for s in splits for v in [None, *spec["test_variants"]]}
+                files = {k: f for k, f in files.items() if f.exists()}
                 res = {k: json.loads(f.read_text())["results"] for k, f in files.items() if f.exists()} or None
             else:
                 res = run_one(spec, labels, args, seed, out, splits=splits, dry_run=a.dry_run)

@@ -605,7 +605,7 @@ class _SceneBuilder:
         self.collect_objects()
         if not self.objects:
             return SceneGraph()
-        low, lem, pos, dep, head, ch, tag = self.low, self.lem, self.pos, self.dep, self.head, self.ch, self.tag
+        low, lem, pos, dep, ch = self.low, self.lem, self.pos, self.dep, self.ch
         attrs = self.attrs
         for i in range(self.n):
             p = pos[i]
