@@ -223,8 +223,11 @@ def check_cell_args(spec: dict[str, Any], grid_path: Path) -> None:
     from kgitm.lit.datamodule import PrecompDataModule
     from kgitm.lit.module import MatchingModule
 
-    class ParseOnly(KgitmCLI):
-        def instantiate_classes(self) -> None:  # parse and validate only
+    class ParseOnly(KgitmCLI):  # parse and validate only (the devices are the running machine's business)
+        def before_instantiate_classes(self) -> None:
+            pass
+
+        def instantiate_classes(self) -> None:
             pass
 
     trainer = spec.get("trainer", "configs/trainer/cpu.yaml")

@@ -110,7 +110,39 @@ def check_config_args(args: list[str]) -> None:
                 )
 
 
+def check_devices(accelerator: Any, devices: Any, *, cuda_devices: int, cpu_cores: int) -> None:
+    """Refuse a device request this machine cannot meet, in one line naming the option (Lightning
+    fails later with a traceback, or on the CPU starts as many processes as asked)."""
+    acc = str(accelerator or "auto").lower()
+    if isinstance(devices, str) and devices.strip().lstrip("-").isdigit():
+        devices = int(devices)
+    wanted = len(devices) if isinstance(devices, (list, tuple)) else devices if isinstance(devices, int) and devices > 0 else None
+    if acc in ("gpu", "cuda"):
+        if cuda_devices == 0:
+            raise ConfigError(
+                f"--trainer.accelerator {accelerator}: this machine has no CUDA GPU (torch.cuda.is_available() is false); "
+                "use --trainer configs/trainer/cpu.yaml or --trainer.accelerator cpu"
+            )
+        if wanted is not None and wanted > cuda_devices:
+            raise ConfigError(f"--trainer.devices {devices}: this machine has {cuda_devices} CUDA GPU(s); ask for at most {cuda_devices}")
+    elif acc == "cpu" and wanted is not None and wanted > cpu_cores:
+        raise ConfigError(
+            f"--trainer.devices {devices} on the CPU starts {wanted} processes but this machine has {cpu_cores} cores; "
+            f"ask for at most {cpu_cores}"
+        )
+
+
 class KgitmCLI(LightningCLI):
+    def before_instantiate_classes(self) -> None:
+        import os
+
+        import torch
+
+        cfg = self.config[self.subcommand] if self.subcommand else self.config
+        trainer = cfg.get("trainer") or {}
+        check_devices(trainer.get("accelerator"), trainer.get("devices"),
+                      cuda_devices=torch.cuda.device_count() if torch.cuda.is_available() else 0, cpu_cores=os.cpu_count() or 1)
+
     def add_arguments_to_parser(self, parser) -> None:
         parser.link_arguments("model.embed_dim", "model.image_encoder.init_args.embed_dim")
         parser.link_arguments("model.embed_dim", "model.text_encoder.init_args.embed_dim")
@@ -130,19 +162,21 @@ class KgitmCLI(LightningCLI):
         return cfg.get("results_name") or type(self.model.matcher).__name__
 
     def after_test(self) -> None:
+        out_dir = self._out_dir()  # on every rank: the trainer's log_dir is a collective under DDP
         if not self.trainer.is_global_zero:
             return
         res = self.model.test_results
         print(format_retrieval_table({self._name(): res}, title=f"test: {self.datamodule.hparams.root} / {self.datamodule.hparams.test_split}"))
-        out = self._out_dir() / "test_results.json"
+        out = out_dir / "test_results.json"
         atomic_write_json(out, {"name": self._name(), "results": res})
         print(f"results written to {out}")
 
     def after_predict(self) -> None:
+        out_dir = self._out_dir()  # on every rank (a collective under DDP)
         if not self.trainer.is_global_zero:
             return
         sims = self.model.predicted_similarity
-        out = Path(self.config[self.subcommand].get("sims_out") or self._out_dir() / "test_sims.npy")
+        out = Path(self.config[self.subcommand].get("sims_out") or out_dir / "test_sims.npy")
         atomic_write_npy(out, sims.astype("float32"))
         print(f"similarity matrix {sims.shape} (images x captions) written to {out}; score it with: kgitm evaluate {out}")
 

@@ -24,7 +24,8 @@ from kgitm.eval.metrics import evaluate_retrieval, pairwise_accuracy
 from kgitm.knowledge.module import KnowledgeModule
 from kgitm.matchers.base import Matcher
 from kgitm.models.losses import LossTerm, RetrievalHinge
-from kgitm.models.matching import EncodedSplit, MatchingModel, SplitEncoder
+from kgitm.eval.distributed import GatheredSplit, gather_similarity
+from kgitm.models.matching import MatchingModel, SplitEncoder
 
 #: prefix of the model's parameters in the task's state dict; checkpoints written before the model
 #: layer existed (parameters at the top level) are read by adding it (:meth:`MatchingModule.on_load_checkpoint`)
@@ -172,28 +173,27 @@ class MatchingModule(L.LightningModule):
     def _eval_step(self, batch: Batch) -> None:
         self._split_encoder.add(batch)
 
-    def _eval_split(self) -> EncodedSplit:
-        """The encoded split, cut to the images whose ``k`` captions were all seen (``limit_*_batches``
-        can stop the loop inside an image)."""
-        split = self._split_encoder.result()
+    def _eval_split(self) -> GatheredSplit:
+        """The exact similarity of the split the evaluation loop just encoded, the same on every rank
+        (:func:`kgitm.eval.distributed.gather_similarity`: under DDP each rank holds a share), cut to
+        the images whose ``k`` captions were all seen (``limit_*_batches`` can stop inside an image)."""
+        share = self._split_encoder.share()
         self._split_encoder = None
-        k = self._captions_per_image()
-        images, captions = split.images, split.captions
-        n = min(len(images), len(captions) // k)
-        if n * k != len(captions) or n != len(images):
-            rank_zero_warn(f"evaluating the first {n} images only: the loop stopped inside an image's captions")
-            split = EncodedSplit(images.index(slice(0, n)), captions.index(slice(0, n * k)), split.caption_image[: n * k])
+        split = gather_similarity(share, self.similarity, captions_per_image=self._captions_per_image())
+        if split.incomplete:
+            rank_zero_warn(f"evaluating the first {len(split.images)} images only: the loop stopped inside an image's captions")
         return split
 
     def similarity(self, images: EncodedImages, captions: EncodedCaptions) -> Tensor:
         """Full ``(N, M)`` similarity, block-wise within the memory budget."""
         return self.model.similarity(images, captions, memory_budget_mb=self.hparams.eval_memory_budget_mb)
 
-    def _retrieval(self, prefix: str, split: EncodedSplit) -> dict[str, float]:
-        sims = self.similarity(split.images, split.captions).numpy()
+    def _retrieval(self, prefix: str, sims: np.ndarray) -> dict[str, float]:
         res = evaluate_retrieval(sims, captions_per_image=self._captions_per_image())
         res = {k: float(v) for k, v in res.items() if not isinstance(v, (list, dict))}
-        self.log_dict({f"{prefix}/{k}": v for k, v in res.items()}, sync_dist=False)
+        # every rank holds the same full matrix, hence the same values: the mean over ranks is a no-op
+        # (and tells Lightning the epoch-level value is the whole split's)
+        self.log_dict({f"{prefix}/{k}": v for k, v in res.items()}, sync_dist=True)
         return res
 
     # ------------------------------------------------------------------ validation
@@ -207,7 +207,7 @@ class MatchingModule(L.LightningModule):
         if self.trainer.sanity_checking:
             self._split_encoder = None
             return
-        self._retrieval("val", self._eval_split())
+        self._retrieval("val", self._eval_split().sims)
 
     # ------------------------------------------------------------------ test (+ diagnostics)
     def on_test_epoch_start(self) -> None:
@@ -218,7 +218,7 @@ class MatchingModule(L.LightningModule):
 
     def on_test_epoch_end(self) -> None:
         split = self._eval_split()
-        results = self._retrieval("test", split)
+        results = self._retrieval("test", split.sims)
         dm = getattr(self.trainer, "datamodule", None)
         diag = dm.diagnostic_loaders() if dm is not None and hasattr(dm, "diagnostic_loaders") else {}
         for name, spec in diag.items():
@@ -229,14 +229,14 @@ class MatchingModule(L.LightningModule):
                     self.model.pair_scores(split.images, pos_img, pos), self.model.pair_scores(split.images, pos_img, neg)
                 )
                 results[f"{name}_acc"] = acc
-                self.log(f"test/{name}_acc", acc)
+                self.log(f"test/{name}_acc", acc, sync_dist=True)
             else:
                 _, caps = self.model.encode_caption_set(spec["loader"])
                 sims = self.similarity(split.images, caps).numpy()
                 r = evaluate_retrieval(sims, captions_per_image=self._captions_per_image())
                 for key in ("i2t_r1", "t2i_r1", "rsum"):
                     results[f"{name}_{key}"] = float(r[key])
-                    self.log(f"test/{name}_{key}", float(r[key]))
+                    self.log(f"test/{name}_{key}", float(r[key]), sync_dist=True)
         self.test_results = results
 
     # ------------------------------------------------------------------ predict: the similarity matrix
@@ -247,5 +247,4 @@ class MatchingModule(L.LightningModule):
         self._eval_step(batch)
 
     def on_predict_epoch_end(self) -> None:
-        split = self._eval_split()
-        self.predicted_similarity = self.similarity(split.images, split.captions).numpy()
+        self.predicted_similarity = self._eval_split().sims

@@ -29,6 +29,7 @@ from torch import Tensor, nn
 
 from kgitm.core.batch import Batch, CaptionInputs, ImageInputs
 from kgitm.core.types import EncodedCaptions, EncodedImages, concat_captions, concat_images
+from kgitm.eval.distributed import EvalShare
 from kgitm.eval.similarity import compute_similarity
 from kgitm.knowledge.module import KnowledgeModule
 from kgitm.matchers.base import Matcher
@@ -94,8 +95,21 @@ class SplitEncoder:
             for j, b in enumerate(first):
                 self._images[idx[b]] = images.index(slice(j, j + 1))
 
+    def share(self) -> EvalShare:
+        """What this process encoded, as it came (for :func:`kgitm.eval.distributed.gather_similarity`,
+        which joins the shares of several processes)."""
+        order = sorted(self._images)
+        empty = torch.zeros(0, dtype=torch.long)
+        return EvalShare(
+            image_index=torch.tensor(order, dtype=torch.long),
+            images=concat_images([self._images[i] for i in order]) if order else None,
+            caption_index=torch.cat(self._caption_index) if self._captions else empty,
+            caption_image=torch.cat(self._caption_image) if self._captions else empty,
+            captions=concat_captions(self._captions) if self._captions else None,
+        )
+
     def result(self) -> EncodedSplit:
-        """All images (``0 .. N-1``, in order) and captions seen so far."""
+        """All images (``0 .. N-1``, in order) and captions seen so far (one process, ordered loader)."""
         order = sorted(self._images)
         if order != list(range(len(order))):
             raise RuntimeError("evaluation images are not contiguous 0..N-1; the evaluation loader must not shuffle")
