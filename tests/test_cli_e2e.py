@@ -82,6 +82,22 @@ def test_fit_resume_test_predict_evaluate(tiny_synthscenes, tmp_path, capsys, mo
     ev = json.loads((tmp_path / "ev.json").read_text())
     assert ev["rsum"] == pytest.approx(res["rsum"], abs=1e-3)
 
+    # every protocol in `kgitm test`, with kgitm evaluate's keys and values (folds of 8 images here:
+    # tiny's test split has 16)
+    main(["test", *common, "--ckpt_path", str(out / "ckpt" / "best.ckpt"), "--protocol", "coco5k,coco1k",
+          "--data.fold_images", "8", "--trainer.default_root_dir", str(tmp_path / "protocols")])
+    written = json.loads(next((tmp_path / "protocols").rglob("test_results.json")).read_text())
+    assert set(written["protocols"]) == {"coco5k", "coco1k"}
+    for protocol in ("coco5k", "coco1k"):
+        main(["evaluate", str(sims_path), "--protocol", protocol, "--fold-images", "8", "--output", str(tmp_path / f"{protocol}.json")])
+        expected = json.loads((tmp_path / f"{protocol}.json").read_text())
+        assert written["protocols"][protocol].keys() == expected.keys()
+        assert written["protocols"][protocol]["rsum"] == pytest.approx(expected["rsum"], abs=1e-3)
+    assert len(written["protocols"]["coco1k"]["folds"]) == 2
+    assert written["results"]["rsum"] == pytest.approx(written["protocols"]["coco5k"]["rsum"])  # the first is the headline
+    with pytest.raises(SystemExit, match="16 images, not a multiple of data.fold_images 1000"):
+        main(["test", *common, "--ckpt_path", str(out / "ckpt" / "best.ckpt"), "--protocol", "coco1k"])
+
 
 def test_unknown_command_exits_2(capsys):
     with pytest.raises(SystemExit) as e:

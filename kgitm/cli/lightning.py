@@ -19,6 +19,7 @@ import yaml
 from lightning.pytorch.cli import LightningCLI
 
 from kgitm.core.io import atomic_write_json, atomic_write_npy
+from kgitm.eval.metrics import PROTOCOLS
 from kgitm.eval.report import format_retrieval_table
 from kgitm.lit.datamodule import PrecompDataModule
 from kgitm.lit.module import MatchingModule
@@ -150,6 +151,12 @@ class KgitmCLI(LightningCLI):
         parser.link_arguments("data.vocab_words", "model.text_encoder.init_args.vocab_words", apply_on="instantiate")
         parser.link_arguments("data.feature_dim", "model.image_encoder.init_args.feature_dim", apply_on="instantiate")
         parser.add_argument("--results_name", type=Optional[str], default=None, help="row name in the printed results table (default: the model's matcher class)")
+        parser.add_argument(
+            "--protocol", type=Optional[str], default=None,
+            help="test: the retrieval protocol(s), comma-separated, among single, coco1k, coco5k (default: the data's "
+            "test_protocols: single, or coco5k,coco1k for COCO); the first gives the headline test/* metrics, all are "
+            "written to test_results.json under 'protocols' with kgitm evaluate's keys",
+        )
         parser.add_argument("--sims_out", type=Optional[str], default=None, help="predict: where to write the similarity matrix (.npy); default <log dir>/test_sims.npy")
 
     def _out_dir(self) -> Path:
@@ -161,14 +168,34 @@ class KgitmCLI(LightningCLI):
         cfg = self.config[self.subcommand]
         return cfg.get("results_name") or type(self.model.matcher).__name__
 
+    def before_test(self) -> None:
+        given = self.config[self.subcommand].get("protocol")
+        protocols = list(self.datamodule.hparams.test_protocols)
+        if given:
+            protocols = [p.strip() for p in str(given).split(",") if p.strip()]
+            bad = [p for p in protocols if p not in PROTOCOLS]
+            if bad or not protocols:
+                raise SystemExit(f"kgitm test: error: --protocol {given}: choose among {', '.join(PROTOCOLS)} (comma-separated)")
+            self.model.protocol_override = protocols
+        try:
+            self.datamodule.check_test_protocols(protocols)
+        except ValueError as err:
+            raise SystemExit(f"kgitm test: error: {err}") from None
+
     def after_test(self) -> None:
         out_dir = self._out_dir()  # on every rank: the trainer's log_dir is a collective under DDP
         if not self.trainer.is_global_zero:
             return
         res = self.model.test_results
-        print(format_retrieval_table({self._name(): res}, title=f"test: {self.datamodule.hparams.root} / {self.datamodule.hparams.test_split}"))
+        protocols = self.model.test_protocol_results
+        where = f"{self.datamodule.hparams.root} / {self.datamodule.hparams.test_split}"
+        first = next(iter(protocols), "single")
+        print(format_retrieval_table({self._name(): res}, title=f"test: {where} (protocol {first})"))
+        for name, metrics in list(protocols.items())[1:]:
+            table = {f"fold {i}": fold for i, fold in enumerate(metrics.get("folds", []))} | {f"{self._name()}": metrics}
+            print(format_retrieval_table(table, title=f"test: {where} (protocol {name})"))
         out = out_dir / "test_results.json"
-        atomic_write_json(out, {"name": self._name(), "results": res})
+        atomic_write_json(out, {"name": self._name(), "results": res, "protocols": protocols})
         print(f"results written to {out}")
 
     def after_predict(self) -> None:

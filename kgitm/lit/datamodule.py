@@ -20,6 +20,7 @@ from torch.utils.data import DataLoader
 from kgitm.core import CAPTIONS_PER_IMAGE
 from kgitm.core.text import Vocabulary
 from kgitm.data.precomp import PrecompSplit
+from kgitm.eval.metrics import PROTOCOLS
 from kgitm.pipeline.dataset import CaptionImageDataset, CaptionSet, CaptionTransform, SceneGraphLimits
 from kgitm.pipeline.diagnostics import diagnostic_sets
 from kgitm.pipeline.graph_provider import GraphProvider
@@ -60,6 +61,11 @@ class PrecompDataModule(L.LightningDataModule):
             every asymmetric one).
         diagnostics: evaluate the SynthScenes diagnostic sets (``root/diagnostics/``) at test time
             when present.
+        test_protocols: the retrieval protocols ``kgitm test`` reports (:data:`kgitm.eval.metrics.PROTOCOLS`):
+            ``[single]`` (Flickr30K 1K test), or for the COCO 5K test ``[coco5k, coco1k]`` (the first
+            is the headline ``test/*`` metrics, every one is in ``test_results.json``);
+            ``kgitm test --protocol`` overrides it.
+        fold_images: images per fold of the ``coco1k`` protocol.
     """
 
     def __init__(
@@ -86,9 +92,14 @@ class PrecompDataModule(L.LightningDataModule):
         symmetric_predicates: Sequence[str] = SYMMETRIC_PREDICATES,
         swap_predicates: Optional[Sequence[str]] = None,
         diagnostics: bool = True,
+        test_protocols: Sequence[str] = ("single",),
+        fold_images: int = 1000,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
+        bad = [p for p in test_protocols if p not in PROTOCOLS]
+        if bad or not test_protocols:
+            raise ValueError(f"data.test_protocols {list(test_protocols)}: each must be one of {', '.join(PROTOCOLS)}")
         self.root = Path(root)
         if not isinstance(scene_graph_limits, SceneGraphLimits):
             scene_graph_limits = SceneGraphLimits(**dict(scene_graph_limits))
@@ -125,6 +136,19 @@ class PrecompDataModule(L.LightningDataModule):
     @property
     def feature_dim(self) -> int:
         return self.open_split(self.hparams.train_split).feature_dim
+
+    def check_test_protocols(self, protocols: Sequence[str]) -> None:
+        """Refuse, before any encoding, protocols the test split cannot be scored with (one line)."""
+        bad = [p for p in protocols if p not in PROTOCOLS]
+        if bad or not protocols:
+            raise ValueError(f"test protocols {list(protocols)}: each must be one of {', '.join(PROTOCOLS)}")
+        if "coco1k" in protocols:
+            n = self.open_split(self.hparams.test_split).num_images
+            if n % self.hparams.fold_images:
+                raise ValueError(
+                    f"protocol coco1k: the test split {self.hparams.test_split!r} of {self.root} has {n} images, not a multiple of "
+                    f"data.fold_images {self.hparams.fold_images}; test the 5K split (COCO testall) or set --data.fold_images"
+                )
 
     def set_caption_transforms(self, transforms: Sequence[CaptionTransform]) -> None:
         """The per-caption transforms the model needs (:meth:`kgitm.models.MatchingModel.caption_transforms`);

@@ -85,6 +85,10 @@ class MatchingModule(L.LightningModule):
         self.scheduler_factory = lr_scheduler
         self._split_encoder: Optional[SplitEncoder] = None
         self.test_results: dict[str, float] = {}
+        #: every protocol's metrics of the last test (``{protocol: metrics}``; coco1k with its folds)
+        self.test_protocol_results: dict[str, dict[str, Any]] = {}
+        #: protocols for the next test, overriding the data's ``test_protocols`` (``kgitm test --protocol``)
+        self.protocol_override: Optional[list[str]] = None
         self.predicted_similarity: Optional[np.ndarray] = None
 
     # ------------------------------------------------------------------ parts (read-only views)
@@ -188,8 +192,11 @@ class MatchingModule(L.LightningModule):
         """Full ``(N, M)`` similarity, block-wise within the memory budget."""
         return self.model.similarity(images, captions, memory_budget_mb=self.hparams.eval_memory_budget_mb)
 
-    def _retrieval(self, prefix: str, sims: np.ndarray) -> dict[str, float]:
-        res = evaluate_retrieval(sims, captions_per_image=self._captions_per_image())
+    def _retrieval(self, prefix: str, sims: np.ndarray, res: Optional[dict[str, Any]] = None) -> dict[str, float]:
+        """Log (and return) the retrieval metrics of ``sims`` (the single-split protocol unless ``res``
+        already holds a protocol's metrics)."""
+        if res is None:
+            res = evaluate_retrieval(sims, captions_per_image=self._captions_per_image())
         res = {k: float(v) for k, v in res.items() if not isinstance(v, (list, dict))}
         # every rank holds the same full matrix, hence the same values: the mean over ranks is a no-op
         # (and tells Lightning the epoch-level value is the whole split's)
@@ -216,9 +223,21 @@ class MatchingModule(L.LightningModule):
     def test_step(self, batch: Batch, batch_idx: int) -> None:
         self._eval_step(batch)
 
+    def _test_protocols(self) -> tuple[list[str], int]:
+        dm = getattr(self.trainer, "datamodule", None)
+        hp = getattr(dm, "hparams", {}) if dm is not None else {}
+        protocols = self.protocol_override or list(hp.get("test_protocols", ("single",)))
+        return protocols, int(hp.get("fold_images", 1000))
+
     def on_test_epoch_end(self) -> None:
         split = self._eval_split()
-        results = self._retrieval("test", split.sims)
+        protocols, fold_images = self._test_protocols()
+        k = self._captions_per_image()
+        self.test_protocol_results = {p: evaluate_retrieval(split.sims, k, p, fold_images=fold_images) for p in protocols}
+        results = self._retrieval("test", split.sims, self.test_protocol_results[protocols[0]])
+        for p in protocols[1:]:
+            scalars = {key: float(v) for key, v in self.test_protocol_results[p].items() if not isinstance(v, (list, dict))}
+            self.log_dict({f"test_{p}/{key}": v for key, v in scalars.items()}, sync_dist=True)
         dm = getattr(self.trainer, "datamodule", None)
         diag = dm.diagnostic_loaders() if dm is not None and hasattr(dm, "diagnostic_loaders") else {}
         for name, spec in diag.items():
