@@ -32,3 +32,15 @@ def tiny_synthscenes(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("synth") / "tiny"
     generate(root, preset="tiny", seed=0)
     return root
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _private_cache(tmp_path_factory):
+    """Tests keep kgitm's cache (concept graphs, finiteness scans) in a folder of their own, not ~/.cache."""
+    old = os.environ.get("KGITM_CACHE_DIR")
+    os.environ["KGITM_CACHE_DIR"] = str(tmp_path_factory.mktemp("kgitm_cache"))
+    yield
+    if old is None:
+        os.environ.pop("KGITM_CACHE_DIR", None)
+    else:
+        os.environ["KGITM_CACHE_DIR"] = old

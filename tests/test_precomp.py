@@ -114,3 +114,95 @@ def test_vocabulary_from_training_captions_only():
     v = Vocabulary.build(["a dog runs", "a cat"])
     assert v.itos[:3] == ["<pad>", "<unk>", "a"]
     assert v.encode(["dog", "zebra"]) == [v.stoi["dog"], 1]
+
+
+def _naive_first_non_finite(x: np.ndarray):
+    for i in range(x.shape[0]):
+        for r in range(x.shape[1]):
+            for d in range(x.shape[2]):
+                if not np.isfinite(x[i, r, d]):
+                    return i, r, d
+    return None
+
+
+@pytest.mark.parametrize("chunk_bytes", [1, 100, 1 << 20])
+@pytest.mark.parametrize("where", [(0, 0, 0), (6, 3, 5), (4, 2, 1)])
+def test_chunked_scan_finds_what_a_plain_loop_finds(tmp_path, chunk_bytes, where):
+    from kgitm.data.precomp import scan_finite
+
+    x = np.random.default_rng(1).normal(size=(7, 4, 6)).astype(np.float32)
+    x[where] = np.nan
+    x[6, 3, 5] = np.inf  # a later one too: the first is reported
+    np.save(tmp_path / "f.npy", x)
+    i, r, d = _naive_first_non_finite(x)
+    with pytest.raises(DataFormatError, match=rf"at image {i}, region {r}, dim {d};"):
+        scan_finite(tmp_path / "f.npy", x.shape, x.dtype, chunk_bytes=chunk_bytes)
+
+
+def test_a_file_that_passed_is_not_scanned_again_until_it_changes(tmp_path, monkeypatch):
+    import kgitm.data.precomp as precomp
+
+    write_split(tmp_path)
+    PrecompSplit(tmp_path, "test")
+    monkeypatch.setattr(precomp, "_scan_file", lambda *a, **k: pytest.fail("scanned again"))
+    PrecompSplit(tmp_path, "test")  # recorded: no second scan
+    monkeypatch.undo()
+    x = np.load(tmp_path / "test_ims.npy")
+    x[1, 0, 0] = np.nan
+    np.save(tmp_path / "test_ims.npy", x)  # changed: scanned again, and refused
+    with pytest.raises(DataFormatError, match="at image 1, region 0, dim 0"):
+        PrecompSplit(tmp_path, "test")
+
+
+def test_a_split_pickles_without_its_features_and_reopens_them(tmp_path):
+    import pickle
+
+    write_split(tmp_path, n=50, r=8, d=64)
+    s = PrecompSplit(tmp_path, "test")
+    blob = pickle.dumps(s)
+    assert len(blob) < s.images.nbytes / 4  # the features are not in it
+    t = pickle.loads(blob)
+    assert isinstance(t.images, np.memmap) and np.array_equal(t.images, s.images) and np.array_equal(t.boxes, s.boxes)
+    assert t.captions == s.captions
+
+
+def test_worker_processes_give_the_batches_of_the_main_process(tiny_synthscenes):
+    import torch
+
+    from kgitm.lit.datamodule import PrecompDataModule
+
+    def batches(workers: int) -> list:
+        dm = PrecompDataModule(str(tiny_synthscenes), num_workers=workers, eval_batch_size=16, pin_memory=False)
+        loader = dm.val_dataloader()
+        assert loader.num_workers == workers and loader.persistent_workers == (workers > 0)
+        return [(b.images.features.clone(), b.captions.token_ids.clone(), b.caption_index.clone()) for b in loader]
+
+    one, two = batches(0), batches(2)
+    assert len(one) == len(two) > 1
+    for a, b in zip(one, two):
+        assert all(torch.equal(x, y) for x, y in zip(a, b))
+
+
+def test_the_batched_fetch_gives_the_per_item_batch(tiny_synthscenes):
+    """``__getitems__`` reads a batch's features in one block; the batch equals the per-item one."""
+    import dataclasses
+
+    import torch
+
+    from kgitm.lit.datamodule import PrecompDataModule
+
+    dm = PrecompDataModule(str(tiny_synthscenes), pin_memory=False)
+    ds = dm.train_dataloader().dataset
+    collate = ds.collator()
+    ks = [7, 3, 3, 40, 0, 11]  # repeats and any order
+    one, two = collate([ds[k] for k in ks]), collate(ds.__getitems__(ks))
+
+    def same(a, b) -> bool:
+        if isinstance(a, torch.Tensor):
+            return torch.equal(a, b)
+        if dataclasses.is_dataclass(a):
+            return all(same(getattr(a, f.name), getattr(b, f.name)) for f in dataclasses.fields(a))
+        return a == b
+
+    assert same(one, two)
+    assert two.images.features.shape[0] == len(ks) and torch.equal(two.images.region_mask, (two.images.features.abs().sum(-1) > 0))

@@ -190,3 +190,9 @@ def file_fingerprint(path: str | os.PathLike) -> dict[str, Any]:
     """What identifies an input file cheaply: its resolved path, size and modification time."""
     st = Path(path).stat()
     return {"path": str(Path(path).resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+
+
+def cache_dir(*parts: str) -> Path:
+    """kgitm's cache folder ``$KGITM_CACHE_DIR`` (default ``~/.cache/kgitm``), joined with ``parts``."""
+    root = os.environ.get("KGITM_CACHE_DIR") or Path.home() / ".cache" / "kgitm"
+    return Path(root).joinpath(*parts)

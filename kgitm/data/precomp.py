@@ -15,6 +15,8 @@ See ``docs/data.md``. Everything is validated when the split is opened; each pro
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -22,7 +24,7 @@ from typing import Optional
 import numpy as np
 
 from kgitm.core import CAPTIONS_PER_IMAGE
-from kgitm.core.io import DataFormatError, read_lines
+from kgitm.core.io import DataFormatError, atomic_write_text, cache_dir, file_fingerprint, read_lines
 
 
 def _load_array(path: Path, *, mmap: bool) -> np.ndarray:
@@ -39,6 +41,60 @@ def _load_array(path: Path, *, mmap: bool) -> np.ndarray:
         raise DataFormatError(f"{path}: cannot read ({e})") from None
 
 
+#: bytes read at a time by :func:`scan_finite`
+SCAN_CHUNK_BYTES = 64 << 20
+
+
+def _finite_record(path: Path) -> Path:
+    return cache_dir("finite_scans", hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:32] + ".json")
+
+
+def scan_finite(path: Path, shape: tuple[int, ...], dtype: np.dtype, *, chunk_bytes: int = SCAN_CHUNK_BYTES) -> None:
+    """Raise :class:`DataFormatError` naming the image, region and dimension of the first NaN/inf
+    feature of the ``.npy`` file ``path``.
+
+    The file is read in chunks with plain reads (through the page cache, not into this process: a
+    memory map would keep every page it touched resident, 33 GB for COCO train). A file that passed
+    is recorded under :func:`kgitm.core.io.cache_dir` with its size and modification time, and is
+    not scanned again until it changes.
+    """
+    record = _finite_record(path)
+    fingerprint = file_fingerprint(path)
+    try:
+        if json.loads(record.read_text()) == fingerprint:
+            return
+    except (OSError, ValueError):
+        pass
+    _scan_file(path, shape, np.dtype(dtype), chunk_bytes)
+    try:
+        record.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(record, json.dumps(fingerprint))
+    except OSError:  # a read-only cache: scan again next time
+        pass
+
+
+def _scan_file(path: Path, shape: tuple[int, ...], dtype: np.dtype, chunk_bytes: int) -> None:
+    per_image = int(np.prod(shape[1:]))
+    with open(path, "rb") as f:
+        version = np.lib.format.read_magic(f)
+        header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        _, fortran, _ = header(f)
+        if fortran:  # rare; fall back to the memory map, image by image
+            data = np.load(path, mmap_mode="r")
+            blocks = ((i, np.asarray(data[i : i + 1])) for i in range(shape[0]))
+        else:
+            step = max(1, chunk_bytes // max(1, per_image * dtype.itemsize))
+            blocks = ((start, np.fromfile(f, dtype=dtype, count=min(step, shape[0] - start) * per_image).reshape(-1, *shape[1:]))
+                      for start in range(0, shape[0], step))
+        for start, block in blocks:
+            if not np.isfinite(block).all():
+                i, r, d = np.argwhere(~np.isfinite(block))[0][:3]
+                raise DataFormatError(
+                    f"{path}: non-finite feature (NaN or inf) at image {start + int(i)}, region {int(r)}, dim {int(d)}; "
+                    "fix or drop that image"
+                )
+
+
 @dataclass
 class PrecompSplit:
     """One split of a data set in the precomputed layout, validated on open.
@@ -51,7 +107,7 @@ class PrecompSplit:
         captions_file: read captions from this file instead of ``{split}_caps.txt`` (e.g. a
             diagnostic caption set over the same images).
         require_boxes: fail when boxes or image sizes are missing (GSMN, SGM need them).
-        check_finite: scan the features for NaN/inf in chunks (one pass over the memory map).
+        check_finite: scan the features for NaN/inf (:func:`scan_finite`; once per file version).
 
     Attributes:
         images: memory-mapped ``(N, R, D)`` features.
@@ -137,15 +193,22 @@ class PrecompSplit:
                 "({split}_ims_size.npy); convert BUTD TSVs with `kgitm convert-butd`"
             )
 
-    def _check_finite(self, path: Path, chunk: int = 256) -> None:
-        for start in range(0, self.images.shape[0], chunk):
-            block = np.asarray(self.images[start : start + chunk])
-            if not np.isfinite(block).all():
-                i, r, d = np.argwhere(~np.isfinite(block))[0]
-                raise DataFormatError(
-                    f"{path}: non-finite feature (NaN or inf) at image {start + int(i)}, region {int(r)}, dim {int(d)}; "
-                    "fix or drop that image"
-                )
+    def _check_finite(self, path: Path) -> None:
+        scan_finite(path, self.images.shape, self.images.dtype)
+
+    # A split travels to DataLoader workers (always so under the ``spawn`` start method). A memory map
+    # would be pickled as a full in-memory copy (33 GB for COCO train); the workers re-open the files
+    # instead, once each, without validating them again.
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        state["images"] = None
+        state["boxes"] = self.boxes is not None
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self.images = _load_array(self.root / f"{self.split}_ims.npy", mmap=True)
+        self.boxes = _load_array(self.root / f"{self.split}_ims_bbx.npy", mmap=True) if state["boxes"] else None
 
     @property
     def num_images(self) -> int:

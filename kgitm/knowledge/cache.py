@@ -22,6 +22,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from kgitm.core.io import cache_dir as kgitm_cache_dir
 from kgitm.knowledge.base import ConceptGraph, KnowledgeSource
 
 log = logging.getLogger(__name__)
@@ -33,8 +34,7 @@ def default_cache_dir(vocabulary: Any) -> Path:
     """Where the graphs over ``vocabulary`` are kept (see the module docstring)."""
     if isinstance(vocabulary, (str, os.PathLike)) and Path(vocabulary).is_dir():
         return Path(vocabulary) / "graphs"
-    root = os.environ.get("KGITM_CACHE_DIR") or Path.home() / ".cache" / "kgitm"
-    return Path(root) / "concept_graphs"
+    return kgitm_cache_dir("concept_graphs")
 
 
 def cached_concept_graph(source: KnowledgeSource, concepts: Sequence[str], *, cache_dir: str | os.PathLike) -> ConceptGraph:

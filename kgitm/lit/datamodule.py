@@ -14,6 +14,7 @@ from typing import Any, Optional, Sequence
 
 import lightning as L
 import numpy as np
+import torch
 from lightning.pytorch.utilities import rank_zero_warn
 from torch.utils.data import DataLoader
 
@@ -36,7 +37,13 @@ class PrecompDataModule(L.LightningDataModule):
         train_split / val_split / test_split: split names.
         batch_size: training batch size (captions).
         eval_batch_size: batch size for encoding during evaluation.
-        num_workers: data loader workers.
+        num_workers: data loader worker processes (``0``: load in the training process). Each worker
+            re-opens the memory-mapped features once (:class:`~kgitm.data.precomp.PrecompSplit` pickles
+            without them).
+        pin_memory: page-locked batches for faster host-to-GPU copies (default ``None``: when CUDA is
+            available).
+        persistent_workers: keep the workers between epochs (with ``num_workers > 0``).
+        prefetch_factor: batches each worker loads ahead (default ``None``: PyTorch's 2).
         max_words: captions are truncated to this many tokens.
         min_word_count: vocabulary keeps training words seen at least this often.
         val_max_images: validate on the first this-many images only (``None``: all), so that
@@ -79,6 +86,9 @@ class PrecompDataModule(L.LightningDataModule):
         batch_size: int = 128,
         eval_batch_size: int = 256,
         num_workers: int = 0,
+        pin_memory: Optional[bool] = None,
+        persistent_workers: bool = True,
+        prefetch_factor: Optional[int] = None,
         max_words: int = 64,
         min_word_count: int = 1,
         val_max_images: Optional[int] = None,
@@ -190,15 +200,20 @@ class PrecompDataModule(L.LightningDataModule):
             transforms=self._transforms,
         )
 
-    def _loader(self, ds: CaptionImageDataset, *, train: bool) -> DataLoader:
+    def _loader(self, ds: CaptionImageDataset, *, train: bool, workers: bool = True) -> DataLoader:
+        hp = self.hparams
+        num_workers = hp.num_workers if workers else 0
+        pin = torch.cuda.is_available() if hp.pin_memory is None else hp.pin_memory
         return DataLoader(
             ds,
-            batch_size=self.hparams.batch_size if train else self.hparams.eval_batch_size,
+            batch_size=hp.batch_size if train else hp.eval_batch_size,
             shuffle=train,
-            drop_last=train and len(ds) > self.hparams.batch_size,
-            num_workers=self.hparams.num_workers,
+            drop_last=train and len(ds) > hp.batch_size,
+            num_workers=num_workers,
             collate_fn=ds.collator(),
-            persistent_workers=self.hparams.num_workers > 0,
+            pin_memory=pin,
+            persistent_workers=hp.persistent_workers and num_workers > 0,
+            prefetch_factor=hp.prefetch_factor if num_workers > 0 else None,
         )
 
     def train_dataloader(self) -> DataLoader:
@@ -235,9 +250,9 @@ class PrecompDataModule(L.LightningDataModule):
             if d.kind == "pairs":
                 out[name] = {
                     "kind": "pairs",
-                    "positive": self._loader(self.dataset(split, d.positive), train=False),
-                    "negative": self._loader(self.dataset(split, d.negative), train=False),
+                    "positive": self._loader(self.dataset(split, d.positive), train=False, workers=False),
+                    "negative": self._loader(self.dataset(split, d.negative), train=False, workers=False),
                 }
             else:
-                out[name] = {"kind": "retrieval", "loader": self._loader(self.dataset(split, d.captions), train=False)}
+                out[name] = {"kind": "retrieval", "loader": self._loader(self.dataset(split, d.captions), train=False, workers=False)}
         return out

@@ -186,8 +186,24 @@ class CaptionImageDataset(Dataset):
 
     def __getitem__(self, k: int) -> dict:
         i = int(self.set.image_index[k])
+        return self._item(k, torch.from_numpy(np.array(self.split.images[i], dtype=np.float32)))
+
+    def __getitems__(self, ks: list[int]) -> list[dict]:
+        """The items of a batch (the DataLoader's batched fetch): the features of all its images are
+        read from the memory map in one pass into one ``(B, R, D)`` block, which the collator then
+        uses as it is (one copy of the batch's features instead of two)."""
+        ks = [int(k) for k in ks]
+        rows = np.asarray([int(self.set.image_index[k]) for k in ks])
+        block = torch.from_numpy(np.asarray(self.split.images[rows], dtype=np.float32))
+        items = [self._item(k, block[b]) for b, k in enumerate(ks)]
+        for b, it in enumerate(items):
+            it["image_block"] = (block, b)
+        return items
+
+    def _item(self, k: int, image: Tensor) -> dict:
+        i = int(self.set.image_index[k])
         item: dict[str, Any] = {
-            "image": torch.from_numpy(np.array(self.split.images[i], dtype=np.float32)),
+            "image": image,
             "image_index": i,
             "caption_index": k,
             "words": self.tokens[k],
@@ -250,7 +266,13 @@ class Collator:
         )
 
     def __call__(self, items: list[dict]) -> Batch:
-        features = torch.stack([it["image"] for it in items])
+        block = items[0].get("image_block", (None, 0))[0]
+        if block is not None and len(block) == len(items) and all(
+            it.get("image_block", (None, -1))[0] is block and it["image_block"][1] == b for b, it in enumerate(items)
+        ):
+            features = block  # read as one block by CaptionImageDataset.__getitems__, in this order
+        else:
+            features = torch.stack([it["image"] for it in items])
         image_graph = text_graph = None
         if "text_graph" in items[0]:
             lim = self.limits
@@ -258,7 +280,7 @@ class Collator:
             image_graph = pad_graph_indices([it["image_graph"] for it in items], max_objects=lim.image_objects, max_relations=lim.image_relations)
         images = ImageInputs(
             features=features,
-            region_mask=features.abs().sum(-1) > 0,
+            region_mask=(features != 0).any(-1),  # all-zero regions are padding (features are finite)
             boxes=torch.stack([it["boxes"] for it in items]) if "boxes" in items[0] else None,
             graph=image_graph,
         )
