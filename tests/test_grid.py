@@ -131,3 +131,47 @@ def test_a_cell_the_cli_refuses_is_named_before_any_run(tmp_path):
     )
     with pytest.raises(SystemExit, match=r"cell yaml_bool: the CLI refuses its arguments: .*data.swap_predicates"):
         check_cell_args(load_grid(g), g)
+
+
+def test_jobs_run_side_by_side_with_the_cores_shared_and_summarise_as_one_job(tmp_path, monkeypatch):
+    """``--jobs 2``: the same runs and the same summary as one job; each run gets cores/2 threads."""
+    import threading
+
+    active, peak, envs = [0], [0], []
+    lock = threading.Lock()
+
+    def fake_run(cmd, *, stdout=None, stderr=None, env=None):
+        """Stands in for `kgitm fit` / `kgitm test`: writes what they leave behind."""
+        with lock:
+            active[0] += 1
+            peak[0] = max(peak[0], active[0])
+            envs.append(env)
+        try:
+            import time
+
+            time.sleep(0.05)
+            if cmd[3] == "fit":
+                ckpt = Path(cmd[cmd.index("--trainer") + 1]).parent / "checkpoints"
+                ckpt.mkdir(parents=True, exist_ok=True)
+                (ckpt / "best.ckpt").write_text("x")
+            else:
+                d = Path(cmd[cmd.index("--trainer.default_root_dir") + 1])
+                d.mkdir(parents=True, exist_ok=True)
+                seed = int(cmd[cmd.index("--seed_everything") + 1])
+                cell = cmd[cmd.index("--results_name") + 1]
+                (d / "test_results.json").write_text(json.dumps({"results": {"rsum": 100.0 * seed + len(cell), "relation_swap_acc": 50.0}}))
+            return 0
+        finally:
+            with lock:
+                active[0] -= 1
+
+    monkeypatch.setattr(grid.subprocess, "call", fake_run)
+    monkeypatch.setattr(grid, "check_cell_args", lambda spec, path: None)
+    monkeypatch.setattr(grid.os, "cpu_count", lambda: 4)
+    spec_path = _spec(tmp_path)
+    assert grid.main([str(spec_path), "--jobs", "2", "--splits", "test", "--out", str(tmp_path / "two")]) == 0
+    assert peak[0] == 2 and all(e is not None and e["OMP_NUM_THREADS"] == "2" for e in envs)
+    assert grid.main([str(spec_path), "--splits", "test", "--out", str(tmp_path / "one")]) == 0
+    one = (tmp_path / "one" / "summary_test.md").read_text().replace(str(tmp_path / "one"), "")
+    two = (tmp_path / "two" / "summary_test.md").read_text().replace(str(tmp_path / "two"), "")
+    assert one == two and "| a | wordnet | 2 |" in one

@@ -50,9 +50,11 @@ import io
 import itertools
 import json
 import math
+import os
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
@@ -252,7 +254,7 @@ def check_cell_args(spec: dict[str, Any], grid_path: Path) -> None:
 
 def run_one(
     spec: dict[str, Any], labels: dict[str, str], args: list[str], seed: int, out: Path, *,
-    splits: list[str], dry_run: bool = False,
+    splits: list[str], dry_run: bool = False, env: dict[str, str] | None = None,
 ) -> dict[str, dict] | None:
     """Train one cell/seed and test it on ``splits`` (and the test variants) unless those results exist.
 
@@ -290,7 +292,7 @@ def run_one(
             "--results_name", cell,
         ], test_dir, (split, variant)))
     for step in steps:
-        rc = subprocess.call(step[1], stdout=log, stderr=subprocess.STDOUT)
+        rc = subprocess.call(step[1], stdout=log, stderr=subprocess.STDOUT, env=env)
         if rc != 0:
             print(f"  {cell} seed {seed}: {step[0]} FAILED (exit {rc}); see {run_dir / 'run.log'}", flush=True)
             return None
@@ -381,6 +383,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--only", nargs="+", default=None, metavar="AXIS=VALUE", help="run only cells matching all of these")
     p.add_argument("--dry-run", action="store_true", help="list the runs without starting them")
     p.add_argument("--summarize-only", action="store_true", help="only rebuild the summaries from finished runs")
+    p.add_argument("--jobs", type=int, default=1, help="runs side by side (each gets cores/jobs threads; small CPU "
+                   "models train faster this way than one run on every core); default 1")
     p.add_argument("--check", action="store_true", help="only parse every cell's arguments (done before any run anyway) and exit")
     a = p.parse_args(argv)
     spec = load_grid(a.grid)
@@ -400,27 +404,42 @@ def main(argv: list[str] | None = None) -> int:
     print(f"grid {spec['name']}: {len(todo)} cells x {len(seeds)} seeds, evaluated on {', '.join(splits)} -> {out}")
     rows: dict[str, list[dict]] = {s: [] for s in splits}
     failed = 0
-    for seed in seeds:
-        if not a.summarize_only and not a.dry_run:
-            prepare_data(spec, seed, out / f"data_seed{seed}.log")
-        for labels, args in todo:
-            if a.summarize_only:
-                run_dir = out / "__".join(labels[x] for x in spec["axes"]) / f"seed{seed}"
-                files = {s if v is None else f"{s}/{v}": result_file(run_dir, s, v) for s in splits for v in [None, *spec["test_variants"]]}
-                files = {k: f for k, f in files.items() if f.exists()}
-                res = {k: json.loads(f.read_text())["results"] for k, f in files.items() if f.exists()} or None
-            else:
-                res = run_one(spec, labels, args, seed, out, splits=splits, dry_run=a.dry_run)
-            if res is None:
-                failed += not a.dry_run and not a.summarize_only
+    runs = [(seed, labels, args) for seed in seeds for labels, args in todo]
+    results: dict[int, dict | None] = {}
+    if a.summarize_only:
+        for n, (seed, labels, _) in enumerate(runs):
+            run_dir = out / "__".join(labels[x] for x in spec["axes"]) / f"seed{seed}"
+            files = {s if v is None else f"{s}/{v}": result_file(run_dir, s, v) for s in splits for v in [None, *spec["test_variants"]]}
+            results[n] = {k: json.loads(f.read_text())["results"] for k, f in files.items() if f.exists()} or None
+    elif a.jobs <= 1:
+        for n, (seed, labels, args) in enumerate(runs):
+            if not a.dry_run and (n == 0 or runs[n - 1][0] != seed):
+                prepare_data(spec, seed, out / f"data_seed{seed}.log")
+            results[n] = run_one(spec, labels, args, seed, out, splits=splits, dry_run=a.dry_run)
+    else:  # every seed's data first, then the runs side by side, the cores shared out among them
+        if not a.dry_run:
+            for seed in seeds:
+                prepare_data(spec, seed, out / f"data_seed{seed}.log")
+        threads = str(max(1, (os.cpu_count() or 1) // a.jobs))
+        env = {**os.environ, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
+        print(f"running {len(runs)} runs, {a.jobs} at a time with {threads} thread(s) each", flush=True)
+        with ThreadPoolExecutor(a.jobs) as pool:
+            futures = {pool.submit(run_one, spec, labels, args, seed, out, splits=splits, dry_run=a.dry_run, env=env): n
+                       for n, (seed, labels, args) in enumerate(runs)}
+            for future in as_completed(futures):
+                results[futures[future]] = future.result()
+    for n, (seed, labels, _) in enumerate(runs):
+        res = results[n]
+        if res is None:
+            failed += not a.dry_run and not a.summarize_only
+            continue
+        for split in splits:
+            if split not in res:
                 continue
-            for split in splits:
-                if split not in res:
-                    continue
-                row = {**labels, "seed": seed, **{m: res[split].get(m, "") for m in spec["metrics"]}}
-                for v in spec["test_variants"]:
-                    row.update({f"{v}/{m}": res.get(f"{split}/{v}", {}).get(m, "") for m in spec["metrics"]})
-                rows[split].append(row)
+            row = {**labels, "seed": seed, **{m: res[split].get(m, "") for m in spec["metrics"]}}
+            for v in spec["test_variants"]:
+                row.update({f"{v}/{m}": res.get(f"{split}/{v}", {}).get(m, "") for m in spec["metrics"]})
+            rows[split].append(row)
     for split in splits:
         if rows[split]:
             print(f"== {split} ==")
