@@ -45,6 +45,7 @@ from kgitm.core.types import EncodedCaptions, EncodedImages  # noqa: E402
 from kgitm.matchers.base import Matcher  # noqa: E402
 from kgitm.matchers.gsmn import GSMNMatcher  # noqa: E402
 from kgitm.matchers.scan import SCANMatcher  # noqa: E402
+from public_style import loop_gsmn, loop_scan  # noqa: E402 - scripts/public_style.py
 
 METHODS = ("scan_t2i", "scan_i2t", "gsmn_sparse", "gsmn_dense")
 
@@ -118,97 +119,6 @@ def make_matcher(name: str, seed: int) -> Matcher:
     if name == "gsmn_dense":
         return GSMNMatcher("dense")
     raise SystemExit(f"unknown method {name!r}; choose from {', '.join(METHODS)}")
-
-
-# ------------------------------------------------------------------- loops written like the public code
-
-
-def _cosine(x1: torch.Tensor, x2: torch.Tensor, dim: int, eps: float = 1e-8) -> torch.Tensor:
-    return F.cosine_similarity(x1, x2, dim=dim, eps=eps)
-
-
-def _func_attention(query, context, smooth, eps=1e-8):
-    """SCAN's ``func_attention``: query ``(n, queryL, d)``, context ``(n, sourceL, d)``; the inputs are
-    l2-normalised, so the dot product is the cosine (as in the public code)."""
-    batch, query_l = query.shape[:2]
-    source_l = context.shape[1]
-    attn = torch.bmm(context, query.transpose(1, 2))
-    attn = F.leaky_relu(attn, 0.1)
-    attn = attn / attn.norm(dim=2, keepdim=True).clamp_min(eps)  # over the query items
-    attn = attn.transpose(1, 2).reshape(batch * query_l, source_l)
-    attn = torch.softmax(attn * smooth, dim=1).view(batch, query_l, source_l)
-    return torch.bmm(attn, context), attn  # weighted context (n, queryL, d)
-
-
-def _shards(n: int, ks: range, shard: int):
-    """``shard_xattn``'s tiling: image shards x caption shards of ``shard`` items each."""
-    for i0 in range(0, n, shard):
-        for c0 in range(ks.start, ks.stop, shard):
-            yield slice(i0, min(i0 + shard, n)), range(c0, min(c0 + shard, ks.stop))
-
-
-def loop_scan(matcher: SCANMatcher, images: EncodedImages, captions: EncodedCaptions, ks: range, shard: int):
-    """``shard_xattn`` + ``xattn_score_t2i/i2t``: every region of every image is valid."""
-    n = images.features.shape[0]
-    lengths = captions.mask.sum(1)
-    out = torch.empty(n, len(ks))
-    for rows, caps in _shards(n, ks, shard):
-        img = images.features[rows]
-        ni = img.shape[0]
-        for k in caps:
-            cap = captions.features[k, : int(lengths[k])].unsqueeze(0).repeat(ni, 1, 1)  # (n, L_k, d)
-            if matcher.direction == "t2i":
-                context, _ = _func_attention(cap, img, matcher.lambda_softmax)
-                row = _cosine(cap, context, dim=2)
-            else:
-                context, _ = _func_attention(img, cap, matcher.lambda_softmax)
-                row = _cosine(img, context, dim=2)
-            if matcher.aggregation == "lse":
-                row = torch.log(torch.exp(row * matcher.lambda_lse).sum(1)) / matcher.lambda_lse
-            else:
-                row = row.mean(1)
-            out[rows, k - ks.start] = row
-    return out
-
-
-def _blocks(x: torch.Tensor, nb: int) -> torch.Tensor:
-    return torch.stack(torch.split(x, x.shape[-1] // nb, dim=-1), dim=-2)
-
-
-def loop_gsmn(matcher: GSMNMatcher, images: EncodedImages, captions: EncodedCaptions, ks: range, shard: int):
-    """GSMN's ``TextualGraph.forward`` + ``VisualGraph.forward`` per caption (with the paper's
-    neighbour propagation) inside ``shard_xattn``'s shards: every region valid, each caption against
-    all images of its shard at once."""
-    n, r, _ = images.features.shape
-    nb, kk = matcher.num_blocks, matcher.num_kernels
-    lengths = captions.mask.sum(1)
-    hk = matcher.visual_conv.out_features // kk
-    out = torch.empty(n, len(ks))
-    for rows, caps in _shards(n, ks, shard):
-        img = images.features[rows]
-        ni = img.shape[0]
-        kernel = matcher.visual_kernel_weights(images.boxes[rows], images.mask[rows])  # (n, R, K, R), own boxes
-        for k in caps:
-            lk = int(lengths[k])
-            cap_i = captions.features[k, :lk].unsqueeze(0)
-            cap = cap_i.repeat(ni, 1, 1)
-            # textual graph of this caption
-            mask = captions.mask[k : k + 1, :lk]
-            adj = None if captions.adjacency is None else captions.adjacency[k : k + 1, :lk, :lk]
-            graph = matcher.text_graph(cap_i, mask, adj)[0]  # (L_k, L_k)
-            # t2i node-level matching and propagation over the textual graph
-            context, _ = _func_attention(cap, img, matcher.lambda_attention)
-            x_t = _cosine(_blocks(cap, nb), _blocks(context, nb), dim=-1)  # (n, L_k, B)
-            h_t = torch.matmul(graph, matcher.text_conv(x_t))
-            t2i = matcher.text_mlp(h_t).squeeze(-1).mean(1)
-            # i2t node-level matching and propagation over the visual graph
-            context, _ = _func_attention(img, cap, matcher.lambda_attention)
-            x_v = _cosine(_blocks(img, nb), _blocks(context, nb), dim=-1)  # (n, R, B)
-            y = matcher.visual_conv(x_v).view(ni, r, kk, hk)
-            h_v = torch.einsum("nikj,njkh->nikh", kernel, y).reshape(ni, r, -1)
-            i2t = matcher.visual_mlp(h_v).squeeze(-1).mean(1)
-            out[rows, k - ks.start] = t2i + i2t
-    return out
 
 
 # ------------------------------------------------------------------------------------------ timing

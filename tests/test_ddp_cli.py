@@ -29,10 +29,14 @@ def _kgitm(cwd: Path, *args: str) -> None:
     assert proc.returncode == 0, f"kgitm {args[0]} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
 
 
+#: where the processes run: the CPU (gloo) in CI; scripts/gpu_check.sh sets ``gpu`` on a machine with 2+ GPUs (NCCL)
+ACCELERATOR = os.environ.get("KGITM_DDP_ACCELERATOR", "cpu")
+
+
 def _common(root: Path, devices: int, out: str) -> list[str]:
     return [
         "--config", str(REPO / "configs/experiment/vsepp_synthscenes.yaml"), "--data.root", str(root),
-        "--trainer.accelerator", "cpu", "--trainer.devices", str(devices), "--trainer.strategy", "ddp",
+        "--trainer.accelerator", ACCELERATOR, "--trainer.devices", str(devices), "--trainer.strategy", "ddp",
         "--trainer.enable_progress_bar", "false", "--trainer.default_root_dir", out,
         "--model.embed_dim", "64", "--model.text_encoder.init_args.word_dim", "32",
     ]
