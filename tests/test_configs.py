@@ -116,8 +116,11 @@ def _knowledge_workspace(tmp_path: Path, data: Path, monkeypatch) -> None:
 def _parse_only(args: list[str]) -> None:
     from kgitm.cli.lightning import KgitmCLI, MatchingModule, PrecompDataModule, argv_as
 
-    class ParseOnly(KgitmCLI):
-        def instantiate_classes(self) -> None:  # parse and validate, do not build a GPU trainer
+    class ParseOnly(KgitmCLI):  # parse and validate, do not build a GPU trainer (nor check this machine's devices)
+        def before_instantiate_classes(self) -> None:
+            pass
+
+        def instantiate_classes(self) -> None:
             pass
 
     with argv_as(args):

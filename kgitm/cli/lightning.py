@@ -18,7 +18,7 @@ from typing import Any, Optional
 import yaml
 from lightning.pytorch.cli import LightningCLI
 
-from kgitm.core.io import atomic_write_json, atomic_write_npy
+from kgitm.core.io import DataFormatError, atomic_write_json, atomic_write_npy
 from kgitm.eval.metrics import PROTOCOLS
 from kgitm.eval.report import format_retrieval_table
 from kgitm.lit.datamodule import PrecompDataModule
@@ -220,6 +220,6 @@ def run_lightning_cli(args: list[str]) -> KgitmCLI:
     """``kgitm fit|validate|test|predict ARGS``."""
     try:
         return build_cli(args, save_config_kwargs={"overwrite": True})
-    except ConfigError as err:
+    except (ConfigError, DataFormatError) as err:  # the message names the file and the fix
         print(f"kgitm {args[0] if args else ''}: error: {err}", file=sys.stderr)
         raise SystemExit(2) from None
