@@ -206,3 +206,21 @@ def test_the_batched_fetch_gives_the_per_item_batch(tiny_synthscenes):
 
     assert same(one, two)
     assert two.images.features.shape[0] == len(ks) and torch.equal(two.images.region_mask, (two.images.features.abs().sum(-1) > 0))
+
+
+def test_positioned_reads_give_the_memory_mapped_rows(tmp_path):
+    write_split(tmp_path, n=9, r=5, d=7)
+    s = PrecompSplit(tmp_path, "test")
+    rows = np.array([8, 0, 3, 3, 5])
+    got = s.read_images(rows)
+    assert got.dtype == np.float32 and np.array_equal(got, np.asarray(s.images[rows]))
+    with pytest.raises(IndexError, match="out of range 0..8"):
+        s.read_images(np.array([9]))
+
+
+def test_mostly_empty_images_are_measured(tmp_path):
+    write_split(tmp_path, n=10)
+    x = np.load(tmp_path / "test_ims.npy")
+    x[:7] = 0
+    np.save(tmp_path / "test_ims.npy", x)
+    assert PrecompSplit(tmp_path, "test").empty_image_fraction() == pytest.approx(0.7)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -49,6 +50,14 @@ def _finite_record(path: Path) -> Path:
     return cache_dir("finite_scans", hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:32] + ".json")
 
 
+def _rank() -> int:
+    """This process's rank in a multi-process job (Lightning's launcher and torchrun set these)."""
+    for var in ("RANK", "LOCAL_RANK", "SLURM_PROCID"):
+        if os.environ.get(var, "").isdigit():
+            return int(os.environ[var])
+    return 0
+
+
 def scan_finite(path: Path, shape: tuple[int, ...], dtype: np.dtype, *, chunk_bytes: int = SCAN_CHUNK_BYTES) -> None:
     """Raise :class:`DataFormatError` naming the image, region and dimension of the first NaN/inf
     feature of the ``.npy`` file ``path``.
@@ -56,8 +65,10 @@ def scan_finite(path: Path, shape: tuple[int, ...], dtype: np.dtype, *, chunk_by
     The file is read in chunks with plain reads (through the page cache, not into this process: a
     memory map would keep every page it touched resident, 33 GB for COCO train). A file that passed
     is recorded under :func:`kgitm.core.io.cache_dir` with its size and modification time, and is
-    not scanned again until it changes.
+    not scanned again until it changes. Under DDP only rank 0 scans.
     """
+    if _rank() > 0:  # under DDP rank 0 scans (and records) the file; the job fails there if it is bad
+        return
     record = _finite_record(path)
     fingerprint = file_fingerprint(path)
     try:
@@ -196,6 +207,44 @@ class PrecompSplit:
     def _check_finite(self, path: Path) -> None:
         scan_finite(path, self.images.shape, self.images.dtype)
 
+    def read_images(self, rows: np.ndarray) -> np.ndarray:
+        """``(len(rows), R, D)`` float32 copies of the features of images ``rows`` (any order, repeats
+        allowed).
+
+        Read with positioned reads of the file, one per image, not through the memory map: pages read
+        through a map stay mapped into this process and count as its resident memory (the whole 33 GB
+        of COCO train after an epoch); read this way they live in the kernel's page cache only.
+        """
+        rows = np.asarray(rows, dtype=np.int64).reshape(-1)
+        images = self.images
+        if not (isinstance(images, np.memmap) and images.flags.c_contiguous):
+            return np.asarray(images[rows], dtype=np.float32)
+        if len(rows) and (rows.min() < 0 or rows.max() >= images.shape[0]):
+            raise IndexError(f"image index out of range 0..{images.shape[0] - 1} in {self.root / f'{self.split}_ims.npy'}")
+        out = np.empty((len(rows), *images.shape[1:]), dtype=images.dtype)
+        row_bytes = out[0].nbytes if len(rows) else 0
+        fd = self._features_fd()
+        for b, i in enumerate(rows.tolist()):
+            view = memoryview(out[b]).cast("B")
+            got = os.preadv(fd, [view], images.offset + i * row_bytes)
+            if got != row_bytes:
+                raise DataFormatError(f"{self.root / f'{self.split}_ims.npy'}: short read at image {i} (file truncated?)")
+        return out if out.dtype == np.float32 else out.astype(np.float32)
+
+    def _features_fd(self) -> int:
+        pid = os.getpid()
+        if getattr(self, "_fd", None) is None or self._fd_pid != pid:  # one descriptor per process (workers)
+            self._fd = os.open(self.root / f"{self.split}_ims.npy", os.O_RDONLY)
+            self._fd_pid = pid
+        return self._fd
+
+    def empty_image_fraction(self, sample: int = 1000) -> float:
+        """The fraction of (up to ``sample`` evenly spaced) images whose every region is all zeros."""
+        n = self.num_images
+        rows = np.unique(np.linspace(0, n - 1, num=min(sample, n)).astype(np.int64))
+        feats = self.read_images(rows)
+        return float((~(feats != 0).any(axis=(1, 2))).mean())
+
     # A split travels to DataLoader workers (always so under the ``spawn`` start method). A memory map
     # would be pickled as a full in-memory copy (33 GB for COCO train); the workers re-open the files
     # instead, once each, without validating them again.
@@ -203,6 +252,7 @@ class PrecompSplit:
         state = dict(self.__dict__)
         state["images"] = None
         state["boxes"] = self.boxes is not None
+        state["_fd"] = None
         return state
 
     def __setstate__(self, state: dict) -> None:

@@ -186,15 +186,15 @@ class CaptionImageDataset(Dataset):
 
     def __getitem__(self, k: int) -> dict:
         i = int(self.set.image_index[k])
-        return self._item(k, torch.from_numpy(np.array(self.split.images[i], dtype=np.float32)))
+        return self._item(k, torch.from_numpy(self.split.read_images(np.array([i]))[0]))
 
     def __getitems__(self, ks: list[int]) -> list[dict]:
         """The items of a batch (the DataLoader's batched fetch): the features of all its images are
-        read from the memory map in one pass into one ``(B, R, D)`` block, which the collator then
-        uses as it is (one copy of the batch's features instead of two)."""
+        read into one ``(B, R, D)`` block (:meth:`~kgitm.data.precomp.PrecompSplit.read_images`), which
+        the collator then uses as it is (one copy of the batch's features instead of two)."""
         ks = [int(k) for k in ks]
         rows = np.asarray([int(self.set.image_index[k]) for k in ks])
-        block = torch.from_numpy(np.asarray(self.split.images[rows], dtype=np.float32))
+        block = torch.from_numpy(self.split.read_images(rows))
         items = [self._item(k, block[b]) for b, k in enumerate(ks)]
         for b, it in enumerate(items):
             it["image_block"] = (block, b)
