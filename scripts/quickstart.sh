@@ -14,15 +14,14 @@ size=(--config configs/size/cpu_small.yaml)
 rm -rf runs/quickstart   # a rerun trains from scratch instead of appending to an older quickstart
 run() {  # run NAME CONFIG EXTRA...: fit, then test the best checkpoint (the test step keeps the training logs)
   local name=$1 cfg=$2; shift 2
-  "$kgitm" fit --config "$cfg" "${size[@]}" --data.root "$data" "$@"
+  "$kgitm" fit --config "$cfg" "${size[@]}" --data.root "$data" "$@" --run_dir "runs/quickstart/$name"
   "$kgitm" test --config "$cfg" "${size[@]}" --data.root "$data" "$@" --results_name "$name" \
-    --ckpt_path "runs/quickstart/$name/checkpoints/best.ckpt" --trainer.logger false \
-    --trainer.default_root_dir "runs/quickstart/$name"
+    --ckpt_path "runs/quickstart/$name/checkpoints/best.ckpt"   # results_test.json in the run folder
 }
 run vsepp configs/experiment/quickstart_vsepp.yaml
 run sgm_wordnet configs/experiment/quickstart_sgm_wordnet.yaml \
   --model.knowledge configs/knowledge/wordnet.yaml
 echo
 echo "== SynthScenes test: VSE++ baseline vs SGM + WordNet knowledge =="
-"$kgitm" compare runs/quickstart/vsepp/test_results.json runs/quickstart/sgm_wordnet/test_results.json \
+"$kgitm" compare runs/quickstart/vsepp runs/quickstart/sgm_wordnet \
   --names "VSE++" "SGM+WordNet"

@@ -151,15 +151,14 @@ def test_jobs_run_side_by_side_with_the_cores_shared_and_summarise_as_one_job(tm
 
             time.sleep(0.05)
             if cmd[3] == "fit":
-                ckpt = Path(cmd[cmd.index("--trainer") + 1]).parent / "checkpoints"
+                ckpt = Path(cmd[cmd.index("--run_dir") + 1]) / "checkpoints"
                 ckpt.mkdir(parents=True, exist_ok=True)
                 (ckpt / "best.ckpt").write_text("x")
             else:
-                d = Path(cmd[cmd.index("--trainer.default_root_dir") + 1])
-                d.mkdir(parents=True, exist_ok=True)
                 seed = int(cmd[cmd.index("--seed_everything") + 1])
                 cell = cmd[cmd.index("--results_name") + 1]
-                (d / "test_results.json").write_text(json.dumps({"results": {"rsum": 100.0 * seed + len(cell), "relation_swap_acc": 50.0}}))
+                Path(cmd[cmd.index("--results_file") + 1]).write_text(
+                    json.dumps({"results": {"rsum": 100.0 * seed + len(cell), "relation_swap_acc": 50.0}}))
             return 0
         finally:
             with lock:

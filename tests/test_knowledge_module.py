@@ -112,6 +112,14 @@ def test_compare_prints_one_table(tmp_path, capsys):
     with pytest.raises(SystemExit, match="not a kgitm test_results.json"):
         (tmp_path / "bad.json").write_text("{}")
         main(["compare", str(tmp_path / "bad.json")])
+    # run folders: their results_<split>.json
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "results_test.json").write_text(json.dumps({"name": "r", "results": {"i2t_r1": 1.0, "rsum": 123.25}}))
+    main(["compare", str(run), files[0]])
+    assert "123.2" in capsys.readouterr().out
+    with pytest.raises(SystemExit, match="no results_dev.json .*it has results_test.json"):
+        main(["compare", str(run), "--split", "dev"])
 
 
 def test_propagation_keeps_a_self_share_and_isolated_concepts_intact():

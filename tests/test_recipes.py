@@ -221,9 +221,10 @@ def test_recipe_instantiates_and_trains(recipe: Path, precomp, tmp_path, monkeyp
     metrics = cli.trainer.callback_metrics
     assert torch.isfinite(metrics["train/loss"]), metrics
     assert torch.isfinite(metrics["val/rsum"]), metrics
-    run_dir = tmp_path / trainer_cfg["default_root_dir"]
-    checkpoints = sorted(p.name for p in run_dir.rglob("*.ckpt"))
-    assert any(name.startswith("best-") for name in checkpoints) and "last.ckpt" in checkpoints, checkpoints
+    run_dir = tmp_path / "runs" / recipe.stem / "seed0"  # the run folder: runs/<experiment>/seed<seed>
+    assert cli.run_dir == Path("runs") / recipe.stem / "seed0"
+    checkpoints = sorted(p.name for p in (run_dir / "checkpoints").glob("*.ckpt"))
+    assert checkpoints == ["best.ckpt", "last.ckpt"], checkpoints
     shutil.rmtree(run_dir)  # ~100 MB per recipe (1024-d model + Adam state); pytest keeps old temp folders
 
 

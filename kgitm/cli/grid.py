@@ -15,7 +15,7 @@ Grid file::
     name: matchers
     out: runs/grid/matchers
     base: configs/experiment/vsepp_synthscenes.yaml   # data + model + trainer to start from
-    trainer: configs/trainer/cpu.yaml                 # rewritten per run (logs and checkpoints in the run folder)
+    trainer: configs/trainer/cpu.yaml                 # with {run_dir}: each run gets OUT/<cell>/seed<N>
     seeds: [0, 1, 2]
     splits: [dev, test]                               # evaluation splits (default: both)
     args: [--trainer.max_epochs, "10"]                # applied to every run
@@ -65,6 +65,8 @@ from kgitm.core.io import atomic_open, atomic_write_text, savefig_atomic
 
 DEFAULT_METRICS = ["rsum", "i2t_r1", "t2i_r1", "relation_swap_acc", "attribute_swap_acc", "paraphrase_other_t2i_r1"]
 DEFAULT_SPLITS = ("dev", "test")
+#: the trainer config of a grid's runs unless it names one (it must place the run with {run_dir})
+DEFAULT_TRAINER = "configs/trainer/cpu.yaml"
 #: two-sided 95% quantiles of Student's t for 1..30 degrees of freedom (the interval over seeds)
 _T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131,
          2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042)
@@ -127,7 +129,7 @@ def check_grid(path: Path) -> dict[str, Any]:
     path = Path(path)
     spec = load_grid(path)
     root = path.resolve().parents[2] if path.resolve().parent.parent.name == "configs" else Path.cwd()
-    names = [spec["base"], spec.get("trainer", "configs/trainer/cpu.yaml")]
+    names = [spec["base"], spec.get("trainer", DEFAULT_TRAINER)]
 
     def files(args: list[str]) -> list[str]:  # values, and --key=value / --key+=value forms
         return [a.split("=", 1)[-1] for a in map(str, args) if a.endswith((".yaml", ".yml")) and "{seed}" not in a]
@@ -140,6 +142,10 @@ def check_grid(path: Path) -> dict[str, Any]:
     for n in names:
         if not (root / n).exists():
             raise SystemExit(f"kgitm grid: {path}: names {n}, which does not exist under {root}")
+    trainer = root / spec.get("trainer", DEFAULT_TRAINER)
+    if "{run_dir}" not in trainer.read_text():
+        raise SystemExit(f"kgitm grid: {path}: its trainer config {trainer} does not place runs with {{run_dir}} "
+                         "(see configs/trainer/cpu.yaml); the grid puts each run in its own folder")
     return spec
 
 
@@ -170,26 +176,6 @@ def prepare_data(spec: dict[str, Any], seed: int, log_path: Path) -> None:
             rc = subprocess.call(step, stdout=log, stderr=subprocess.STDOUT)
             if rc != 0:
                 raise SystemExit(f"kgitm grid: data for seed {seed}: `kgitm {' '.join(step[3:])}` failed (exit {rc}); see {log_path}")
-
-
-def _run_trainer_config(base_trainer: Path, run_dir: Path) -> Path:
-    """The trainer config with logs and checkpoints redirected into ``run_dir``."""
-    cfg = yaml.safe_load(base_trainer.read_text()) or {}
-    cfg["default_root_dir"] = str(run_dir)
-    cfg["logger"] = [
-        {"class_path": "lightning.pytorch.loggers.CSVLogger", "init_args": {"save_dir": str(run_dir), "name": "logs", "version": ""}},
-        {"class_path": "lightning.pytorch.loggers.TensorBoardLogger", "init_args": {"save_dir": str(run_dir), "name": "logs", "version": ""}},
-    ]
-    cfg["callbacks"] = [
-        {
-            "class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
-            "init_args": {"dirpath": str(run_dir / "checkpoints"), "filename": "best", "monitor": "val/rsum", "mode": "max", "save_last": True},
-        }
-    ]
-    cfg["enable_progress_bar"] = False
-    path = run_dir / "trainer.yaml"
-    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
-    return path
 
 
 def result_file(run_dir: Path, split: str, variant: str | None = None) -> Path:
@@ -232,7 +218,7 @@ def check_cell_args(spec: dict[str, Any], grid_path: Path) -> None:
         def instantiate_classes(self) -> None:
             pass
 
-    trainer = spec.get("trainer", "configs/trainer/cpu.yaml")
+    trainer = spec.get("trainer", DEFAULT_TRAINER)
     seed = spec["seeds"][0]
     for labels, args in cells(spec):
         cell = "__".join(labels[a] for a in spec["axes"])
@@ -271,26 +257,24 @@ def run_one(
         print(f"[dry run] {cell} seed {seed}: kgitm fit {' '.join(fit_args(spec, args, seed, None))}")
         return None
     run_dir.mkdir(parents=True, exist_ok=True)
-    trainer = _run_trainer_config(Path(spec.get("trainer", "configs/trainer/cpu.yaml")), run_dir)
-    cmd_base = fit_args(spec, args, seed, trainer)
+    cmd_base = [*fit_args(spec, args, seed, Path(spec.get("trainer", DEFAULT_TRAINER))), "--run_dir", str(run_dir)]
     log = open(run_dir / "run.log", "a")
     exe = [sys.executable, "-m", "kgitm"]
     t0 = time.time()
     best = run_dir / "checkpoints" / "best.ckpt"
     steps = []
-    if not best.exists() or not (run_dir / "fit.done").exists():
-        ckpt = run_dir / "checkpoints" / "last.ckpt"
-        steps.append(("fit", exe + ["fit", *cmd_base] + (["--ckpt_path", str(ckpt)] if ckpt.exists() else [])))
+    if not best.exists() or not (run_dir / "fit.done").exists():  # a stopped run resumes from its last checkpoint
+        resume = ["--ckpt_path", "last"] if (run_dir / "checkpoints" / "last.ckpt").exists() else []
+        steps.append(("fit", exe + ["fit", *cmd_base, *resume]))
     for split, variant in wanted:
         if result_file(run_dir, split, variant).exists():
             continue
-        # the test step logs nothing (its logger would overwrite the training metrics.csv)
-        test_dir = run_dir / f"test_{split}" if variant is None else run_dir / f"test_{split}_{variant}"
+        # the test step logs nothing (the run's training logs stay as they are)
         steps.append((f"test {split}" + (f" {variant}" if variant else ""), exe + [
             "test", *cmd_base, *_with_seed(variants[variant], seed), "--data.test_split", split,
-            "--ckpt_path", str(best), "--trainer.logger", "false", "--trainer.default_root_dir", str(test_dir),
+            "--ckpt_path", str(best), "--trainer.logger", "false", "--results_file", str(result_file(run_dir, split, variant)),
             "--results_name", cell,
-        ], test_dir, (split, variant)))
+        ]))
     for step in steps:
         rc = subprocess.call(step[1], stdout=log, stderr=subprocess.STDOUT, env=env)
         if rc != 0:
@@ -298,9 +282,6 @@ def run_one(
             return None
         if step[0] == "fit":
             (run_dir / "fit.done").write_text(f"{time.time() - t0:.1f}\n")
-        else:
-            produced = next(step[2].rglob("test_results.json"))
-            result_file(run_dir, *step[3]).write_text(produced.read_text())
     print(f"  {cell} seed {seed}: done in {time.time() - t0:.0f}s", flush=True)
     return {s if v is None else f"{s}/{v}": json.loads(result_file(run_dir, s, v).read_text())["results"] for s, v in wanted}
 

@@ -9,6 +9,7 @@ opens splits, builds the vocabulary and makes loaders.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
@@ -19,13 +20,19 @@ from lightning.pytorch.utilities import rank_zero_warn
 from torch.utils.data import DataLoader
 
 from kgitm.core import CAPTIONS_PER_IMAGE
-from kgitm.core.text import Vocabulary
+from kgitm.core.io import read_lines
+from kgitm.core.text import UNK, Vocabulary, tokenize
 from kgitm.data.precomp import PrecompSplit
 from kgitm.eval.metrics import PROTOCOLS
 from kgitm.pipeline.dataset import CaptionImageDataset, CaptionSet, CaptionTransform, SceneGraphLimits
 from kgitm.pipeline.diagnostics import diagnostic_sets
 from kgitm.pipeline.graph_provider import GraphProvider
 from kgitm.pipeline.hard_negatives import SYMMETRIC_PREDICATES
+from kgitm.pipeline.sampling import ResumableSampler
+
+
+#: above this fraction of empty images or unknown caption words a split is reported as degenerate
+DEGENERATE_FRACTION = 0.5
 
 
 class PrecompDataModule(L.LightningDataModule):
@@ -73,6 +80,9 @@ class PrecompDataModule(L.LightningDataModule):
             is the headline ``test/*`` metrics, every one is in ``test_results.json``);
             ``kgitm test --protocol`` overrides it.
         fold_images: images per fold of the ``coco1k`` protocol.
+        vocab_file: read the vocabulary from this file (one word per line, padding and unknown first:
+            ``vocab.txt`` of a run folder) instead of building it from the training captions; then the
+            training split is not opened (evaluation of a trained run; ``kgitm test`` sets it).
     """
 
     def __init__(
@@ -104,6 +114,7 @@ class PrecompDataModule(L.LightningDataModule):
         diagnostics: bool = True,
         test_protocols: Sequence[str] = ("single",),
         fold_images: int = 1000,
+        vocab_file: Optional[str] = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -115,8 +126,12 @@ class PrecompDataModule(L.LightningDataModule):
             scene_graph_limits = SceneGraphLimits(**dict(scene_graph_limits))
         self.scene_graph_limits = scene_graph_limits
         self._splits: dict[str, PrecompSplit] = {}
-        train = self.open_split(train_split)
-        self.vocab = Vocabulary.build(train.captions, min_count=min_word_count)
+        self._coverage_checked: set[str] = set()
+        if vocab_file is not None:  # evaluation of a trained run: the run's vocabulary, train is not opened
+            path = Path(vocab_file)
+            self.vocab = Vocabulary.from_words(read_lines(path, what="vocabulary word"))
+        else:
+            self.vocab = Vocabulary.build(self.open_split(train_split).captions, min_count=min_word_count)
         self._graphs = None
         if scene_graphs and graph_store is None:
             raise ValueError("scene_graphs=True needs graph_store (run `kgitm preprocess` first)")
@@ -145,7 +160,16 @@ class PrecompDataModule(L.LightningDataModule):
 
     @property
     def feature_dim(self) -> int:
-        return self.open_split(self.hparams.train_split).feature_dim
+        """The region feature size, from a split already open (train when training; else the test split)."""
+        split = next(iter(self._splits.values()), None) or self.open_split(self.hparams.test_split)
+        return split.feature_dim
+
+    def train_batches_per_epoch(self, world_size: int = 1) -> int:
+        """Optimiser steps in one epoch (the training loader drops the last partial batch), without
+        building the training set."""
+        n = self.open_split(self.hparams.train_split).num_captions
+        per_rank = math.ceil(n / max(1, world_size))
+        return per_rank // self.hparams.batch_size if per_rank > self.hparams.batch_size else 1
 
     def check_test_protocols(self, protocols: Sequence[str]) -> None:
         """Refuse, before any encoding, protocols the test split cannot be scored with (one line)."""
@@ -168,13 +192,37 @@ class PrecompDataModule(L.LightningDataModule):
     # ------------------------------------------------------------------ splits and caption sets
     def open_split(self, name: str) -> PrecompSplit:
         if name not in self._splits:
-            self._splits[name] = PrecompSplit(
+            split = self._splits[name] = PrecompSplit(
                 self.root,
                 name,
                 captions_per_image=self.hparams.captions_per_image,
                 require_boxes=self.hparams.require_boxes,
             )
+            empty = split.empty_image_fraction()
+            if empty > DEGENERATE_FRACTION:
+                rank_zero_warn(
+                    f"{self.root / f'{name}_ims.npy'}: {100 * empty:.0f}% of the images sampled have no non-zero region; "
+                    "such images are all padding and cannot be matched (check the feature extraction)"
+                )
         return self._splits[name]
+
+    def check_vocabulary_coverage(self, split: PrecompSplit) -> None:
+        """Warn when most words of a split's captions are unknown to the vocabulary (a caption file of
+        another data set or language, or a vocabulary of another run)."""
+        if split.split in self._coverage_checked:
+            return
+        self._coverage_checked.add(split.split)
+        total = unknown = 0
+        for caption in split.captions[:: max(1, len(split.captions) // 2000)]:
+            ids = self.vocab.encode(tokenize(caption))
+            total += len(ids)
+            unknown += sum(i == self.vocab.stoi[UNK] for i in ids)
+        if total and unknown / total > DEGENERATE_FRACTION:
+            rank_zero_warn(
+                f"{split.captions_path}: {100 * unknown / total:.0f}% of the words sampled are not in the vocabulary "
+                f"({len(self.vocab)} words{', from ' + str(self.hparams.vocab_file) if self.hparams.vocab_file else ''}); "
+                "is this the caption file of the data set the model was trained on?"
+            )
 
     def caption_set(self, split: PrecompSplit, *, max_images: Optional[int] = None) -> CaptionSet:
         k = split.captions_per_image
@@ -207,7 +255,8 @@ class PrecompDataModule(L.LightningDataModule):
         return DataLoader(
             ds,
             batch_size=hp.batch_size if train else hp.eval_batch_size,
-            shuffle=train,
+            # training: a shuffled order that a mid-epoch checkpoint can resume (kgitm.pipeline.sampling)
+            sampler=ResumableSampler(ds, shuffle=True) if train else None,
             drop_last=train and len(ds) > hp.batch_size,
             num_workers=num_workers,
             collate_fn=ds.collator(),
@@ -216,17 +265,27 @@ class PrecompDataModule(L.LightningDataModule):
             prefetch_factor=hp.prefetch_factor if num_workers > 0 else None,
         )
 
+    def train_dataset(self) -> CaptionImageDataset:
+        """The training set (built once: its captions are tokenised and indexed up front)."""
+        # the same model's transforms are rebuilt on each request; their kinds identify them
+        key = (tuple((type(t).__qualname__, getattr(t, "field", None)) for t in self._transforms), self.hparams.relation_swap_negatives)
+        if getattr(self, "_train_set", (None, None))[0] != key:
+            split = self.open_split(self.hparams.train_split)
+            ds = self.dataset(split, self.caption_set(split), relation_swap_negatives=self.hparams.relation_swap_negatives)
+            self._train_set = (key, ds)
+        return self._train_set[1]
+
     def train_dataloader(self) -> DataLoader:
-        split = self.open_split(self.hparams.train_split)
-        ds = self.dataset(split, self.caption_set(split), relation_swap_negatives=self.hparams.relation_swap_negatives)
-        return self._loader(ds, train=True)
+        return self._loader(self.train_dataset(), train=True)
 
     def val_dataloader(self) -> DataLoader:
         split = self.open_split(self.hparams.val_split)
+        self.check_vocabulary_coverage(split)
         return self._loader(self.dataset(split, self.caption_set(split, max_images=self.hparams.val_max_images)), train=False)
 
     def test_dataloader(self) -> DataLoader:
         split = self.open_split(self.hparams.test_split)
+        self.check_vocabulary_coverage(split)
         return self._loader(self.dataset(split, self.caption_set(split)), train=False)
 
     def predict_dataloader(self) -> DataLoader:

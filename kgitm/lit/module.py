@@ -19,6 +19,7 @@ from torch import Tensor, nn
 
 from kgitm.core import CAPTIONS_PER_IMAGE
 from kgitm.core.batch import Batch
+from kgitm.core.io import DataFormatError
 from kgitm.core.types import EncodedCaptions, EncodedImages
 from kgitm.eval.metrics import evaluate_retrieval, pairwise_accuracy
 from kgitm.knowledge.module import KnowledgeModule
@@ -31,6 +32,8 @@ from kgitm.models.matching import MatchingModel, SplitEncoder
 #: layer existed (parameters at the top level) are read by adding it (:meth:`MatchingModule.on_load_checkpoint`)
 MODEL_PREFIX = "model."
 _MODEL_PARTS = ("image_encoder.", "text_encoder.", "matcher.", "knowledge.")
+#: key of the vocabulary (``itos``) in a checkpoint
+VOCAB_KEY = "kgitm_vocabulary"
 
 
 class MatchingModule(L.LightningModule):
@@ -119,8 +122,25 @@ class MatchingModule(L.LightningModule):
         if dm is not None and hasattr(dm, "set_caption_transforms"):
             dm.set_caption_transforms(self.model.caption_transforms())
 
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """The vocabulary goes into the checkpoint: the model's word ids mean nothing without it."""
+        dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        if dm is not None and hasattr(dm, "vocab"):
+            checkpoint[VOCAB_KEY] = list(dm.vocab.itos)
+
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Read checkpoints written before the model layer (their parameters lack ``model.``)."""
+        """Refuse a checkpoint trained with another vocabulary; read checkpoints written before the
+        model layer (their parameters lack ``model.``)."""
+        dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        theirs = checkpoint.get(VOCAB_KEY)
+        if theirs is not None and dm is not None and hasattr(dm, "vocab") and list(dm.vocab.itos) != list(theirs):
+            ours = list(dm.vocab.itos)
+            first = next((i for i, (a, b) in enumerate(zip(ours, theirs)) if a != b), min(len(ours), len(theirs)))
+            raise DataFormatError(
+                f"the checkpoint was trained with another vocabulary ({len(theirs)} words; this data gives {len(ours)}, "
+                f"first difference at id {first}); evaluate with the run's vocabulary: --data.vocab_file RUN/vocab.txt "
+                "(kgitm test finds it when --ckpt_path is inside the run folder)"
+            )
         state = checkpoint.get("state_dict", {})
         if state and not any(k.startswith(MODEL_PREFIX) for k in state) and any(k.startswith(_MODEL_PARTS) for k in state):
             state = checkpoint["state_dict"] = {(MODEL_PREFIX + k if k.startswith(_MODEL_PARTS) else k): v for k, v in state.items()}
