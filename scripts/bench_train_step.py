@@ -4,7 +4,8 @@ The step of this repository scores the batch's ``B x B`` image-caption pairs wit
 call (:class:`kgitm.models.MatchingModel`); the public SCAN and GSMN code loops over the captions
 inside its loss (``xattn_score_t2i``: each caption repeated against all images of the batch), written
 here in :mod:`public_style`. Both steps use the same encoders and weights (a copy), the same
-max-violation hinge (margin 0.2, summed) and Adam; the losses must agree to 1e-5 (relative). Steps
+max-violation hinge (margin 0.2, summed) and Adam; the losses must agree to 1e-5 (relative; 1e-2
+under bf16 autocast). Steps
 alternate between the two sides so that load on the machine affects both alike; the table gives the
 median step time of each side and their ratio.
 
@@ -49,6 +50,9 @@ from kgitm.models.matching import MatchingModel  # noqa: E402
 
 BATCH = {"vsepp": 128, "scan_t2i": 128, "scan_i2t": 128, "gsmn_sparse": 64}
 LOOPS = {"scan_t2i": loop_scan, "scan_i2t": loop_scan, "gsmn_sparse": loop_gsmn}
+#: how far the two sides' first losses may differ (relative): float32 sums in another order, or bf16's
+#: 8-bit mantissa (about 2-3 significant digits) under autocast
+LOSS_TOLERANCE = {"fp32": 1e-5, "bf16": 1e-2}
 
 
 def make_matcher(name: str):
@@ -144,8 +148,9 @@ def bench(name: str, args: argparse.Namespace, device: torch.device) -> dict:
     if slow is not None:
         row.update(loop_s=statistics.median(times_slow), speedup=statistics.median(times_slow) / statistics.median(times_fast),
                    loss_rel_diff=max(diffs))
-        if max(diffs) > 1e-5:
-            raise SystemExit(f"{name}: the vectorised and loop losses differ by {max(diffs):.2e} (relative) > 1e-5")
+        tol = LOSS_TOLERANCE[args.precision]
+        if max(diffs) > tol:
+            raise SystemExit(f"{name}: the vectorised and loop losses differ by {max(diffs):.2e} (relative) > {tol:g}")
     return row
 
 
