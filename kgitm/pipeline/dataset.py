@@ -21,7 +21,7 @@ from torch.utils.data import Dataset
 from kgitm.core.batch import Batch, CaptionInputs, ImageInputs
 from kgitm.core.geometry import normalize_boxes
 from kgitm.core.io import DataFormatError
-from kgitm.core.text import Vocabulary, tokenize
+from kgitm.core.text import CaptionTokenizer, Vocabulary
 from kgitm.core.types import stack_padded
 from kgitm.data.precomp import PrecompSplit
 from kgitm.graphs.preprocess import ORACLE
@@ -99,6 +99,9 @@ class CaptionImageDataset(Dataset):
         swap_predicates: if given, only relations with these predicate lemmas are swapped.
         transforms: caption transforms (:class:`CaptionTransform`), applied to every caption (and to
             its swapped copy).
+        tokenizer: ``"words"`` (the project's tokens, default) or ``"treebank"`` (a converted release's,
+            :func:`~kgitm.core.text.tokenize_treebank`); graphs index the project's tokens only.
+        boundary_tokens: wrap every caption in ``<start>``/``<end>`` (a converted release's; default False).
     """
 
     def __init__(
@@ -117,7 +120,15 @@ class CaptionImageDataset(Dataset):
         symmetric_predicates: Sequence[str] = SYMMETRIC_PREDICATES,
         swap_predicates: Optional[Sequence[str]] = None,
         transforms: Sequence[CaptionTransform] = (),
+        tokenizer: str = "words",
+        boundary_tokens: bool = False,
     ) -> None:
+        caption_tokens = CaptionTokenizer(tokenizer, boundary_tokens=boundary_tokens, max_words=max_words)
+        if graph_provider is not None and not caption_tokens.is_default():
+            raise ValueError(
+                f"tokenizer {tokenizer!r} with boundary_tokens={boundary_tokens}: the graph store indexes the project's "
+                "own tokens (tokenizer 'words', no boundary tokens); unset data.graph_store or the release tokenisation"
+            )
         if (scene_graphs or relation_swap_negatives) and graph_provider is None:
             raise ValueError(
                 "scene graphs and relation-swap negatives need the parsed captions of a graph store (set data.graph_store)"
@@ -134,7 +145,7 @@ class CaptionImageDataset(Dataset):
         source = split.captions_path if captions.name == split.split else captions.name
         self.tokens: list[list[str]] = []
         for k, c in enumerate(captions.captions):
-            toks = tokenize(c)[:max_words]
+            toks = caption_tokens(c)
             if not toks:
                 raise DataFormatError(f"{source}:{k + 1}: caption has no words ({c!r}); fill or fix that line")
             self.tokens.append(toks)
@@ -313,6 +324,8 @@ def make_batch(
     transforms: Sequence[CaptionTransform] = (),
     boxes: Optional[Tensor] = None,
     max_words: Optional[int] = None,
+    tokenizer: str = "words",
+    boundary_tokens: bool = False,
 ) -> Batch:
     """A :class:`~kgitm.core.batch.Batch` of ``B`` raw captions, caption ``b`` with image ``b`` (for a
     notebook or a test; the datasets do the same per caption set).
@@ -324,12 +337,14 @@ def make_batch(
         transforms: the model's caption transforms (:meth:`kgitm.models.MatchingModel.caption_transforms`).
         boxes: ``(B, R, 4)`` normalised corner boxes, or ``None``.
         max_words: truncate captions to this many tokens (default: no truncation).
+        tokenizer, boundary_tokens: the caption tokenisation (as :class:`CaptionImageDataset`).
     """
     if len(captions) != features.shape[0]:
         raise ValueError(f"make_batch: {len(captions)} captions for {features.shape[0]} images; give one image per caption")
     items = []
+    caption_tokens = CaptionTokenizer(tokenizer, boundary_tokens=boundary_tokens, max_words=max_words)
     for b, caption in enumerate(captions):
-        tokens = tokenize(caption)[:max_words]
+        tokens = caption_tokens(caption)
         if not tokens:
             raise DataFormatError(f"caption {b} has no words ({caption!r})")
         item = {
