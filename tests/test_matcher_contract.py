@@ -89,14 +89,15 @@ def sgm_inputs(n: int, m: int, *, seed: int, **kw):
 
 
 def naive_global(matcher: GlobalEmbeddingMatcher, images: EncodedImages, captions: EncodedCaptions) -> torch.Tensor:
+    def pool(x: torch.Tensor, how: str) -> torch.Tensor:
+        x = x.mean(0) if how == "mean" else x[-1] if how == "last" else x.max(0).values
+        return F.normalize(x, dim=0) if matcher.normalize else x
+
     out = torch.zeros(len(images), len(captions))
     for i in range(len(images)):
-        v = images.features[i][images.mask[i]]
-        v = (v.mean(0) if matcher.pooling == "mean" else v.max(0).values)
+        v = pool(images.features[i][images.mask[i]], matcher.pooling)
         for j in range(len(captions)):
-            t = captions.features[j][captions.mask[j]]
-            t = (t.mean(0) if matcher.pooling == "mean" else t.max(0).values)
-            out[i, j] = F.normalize(v, dim=0) @ F.normalize(t, dim=0)
+            out[i, j] = v @ pool(captions.features[j][captions.mask[j]], matcher.caption_pooling)
     return out
 
 
@@ -154,6 +155,8 @@ def _fused() -> KnowledgeFusedMatcher:
 CONTRACT: list[Case] = [
     Case("vsepp-mean", lambda: GlobalEmbeddingMatcher("mean"), plain_inputs, naive_global),
     Case("vsepp-max", lambda: GlobalEmbeddingMatcher("max"), plain_inputs, naive_global),
+    Case("vsepp-release", lambda: GlobalEmbeddingMatcher("mean", caption_pooling="last"), plain_inputs, naive_global),
+    Case("vse0-release", lambda: GlobalEmbeddingMatcher("mean", caption_pooling="last", normalize=False), plain_inputs, naive_global),
     *[Case(f"scan-{s['direction']}-{s['aggregation']}", lambda s=s: scan(s), plain_inputs, naive_scan_of) for s in SCAN_SETTINGS],
     Case("gsmn-sparse", lambda: gsmn("sparse"), plain_inputs, naive_gsmn),
     Case("gsmn-dense", lambda: gsmn("dense"), plain_inputs, naive_gsmn),

@@ -84,6 +84,10 @@ def naive_scan_pair(v, e, *, direction, lambda_softmax, aggregation, lambda_lse,
     rel = F.cosine_similarity(query, attended, dim=1)
     if aggregation == "lse":
         return torch.log(torch.exp(lambda_lse * rel).sum()) / lambda_lse
+    if aggregation == "max":
+        return rel.max()
+    if aggregation == "sum":
+        return rel.sum()
     return rel.mean()
 
 
@@ -184,6 +188,8 @@ SCAN_SETTINGS = [
     dict(direction="t2i", lambda_softmax=9.0, aggregation="mean", lambda_lse=6.0),
     dict(direction="i2t", lambda_softmax=4.0, aggregation="lse", lambda_lse=5.0),
     dict(direction="i2t", lambda_softmax=4.0, aggregation="mean", lambda_lse=5.0),
+    dict(direction="t2i", lambda_softmax=9.0, aggregation="max", lambda_lse=6.0),  # the release's --agg_func Max / Sum
+    dict(direction="i2t", lambda_softmax=4.0, aggregation="sum", lambda_lse=5.0),
 ]
 
 
