@@ -114,7 +114,8 @@ def tokenize_treebank(caption: str) -> list[str]:
     ``nltk.tokenize.word_tokenize(caption.lower())`` applies them (SCAN/VSE++ ``data.py``).
 
     Punctuation is kept as tokens (``,`` ``.``), clitics are split (``man's`` -> ``man 's``,
-    ``don't`` -> ``do n't``), quotes become ``\`\``` / ``''``, and a caption of several sentences has a
+    ``don't`` -> ``do n't``), double quotes become two backquotes (opening) and two single quotes
+    (closing), and a caption of several sentences has a
     ``.`` token at each sentence end (NLTK's punkt split, approximated: a period before a space,
     except after an initialism or a common abbreviation).
     """
