@@ -113,6 +113,9 @@ def load_release_checkpoint(path: str | Path) -> ReleaseCheckpoint:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: checkpoint not found")
+    if not hasattr(torch.serialization, "safe_globals"):  # torch < 2.5
+        raise RuntimeError(f"{path}: reading released checkpoints safely needs torch >= 2.5 (torch.serialization.safe_globals); "
+                           f"this is torch {torch.__version__}")
     try:
         with torch.serialization.safe_globals([argparse.Namespace]):
             raw = torch.load(path, map_location="cpu", weights_only=True)
