@@ -160,6 +160,7 @@ CONTRACT: list[Case] = [
     *[Case(f"scan-{s['direction']}-{s['aggregation']}", lambda s=s: scan(s), plain_inputs, naive_scan_of) for s in SCAN_SETTINGS],
     Case("gsmn-sparse", lambda: gsmn("sparse"), plain_inputs, naive_gsmn),
     Case("gsmn-dense", lambda: gsmn("dense"), plain_inputs, naive_gsmn),
+    Case("gsmn-release-messages", lambda: gsmn("dense", messages="own", text_conv_bias=True), plain_inputs, naive_gsmn),
     Case("gsmn-sparse-precision", lambda: gsmn("sparse", kernel_style="precision"), plain_inputs, naive_gsmn),
     Case("sgm", lambda: _sgm(num_layers=1), sgm_inputs, naive_sgm),
     Case("sgm-update-objects", lambda: _sgm(num_layers=2, update_objects=True, rho=0.5), sgm_inputs, naive_sgm),

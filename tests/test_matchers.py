@@ -127,6 +127,9 @@ def naive_gsmn_pair(mt: GSMNMatcher, v, boxes, e, adj):
     A = torch.softmax(logits, dim=1)
     h_t = torch.zeros(L, mt.text_conv.out_features)
     for i in range(L):
+        if mt.messages == "own":  # the release: every edge carries node i's own vector; weights sum to one
+            h_t[i] = mt.text_conv(x_t[i])
+            continue
         for j in range(L):
             h_t[i] += A[i, j] * (mt.text_conv.weight @ x_t[j])
     s_t2i = mt.text_mlp(h_t).mean()
@@ -156,7 +159,10 @@ def naive_gsmn_pair(mt: GSMNMatcher, v, boxes, e, adj):
             weights[..., kk] = w / w.sum(1, keepdim=True)
     for kk in range(k):
         for i in range(R):
-            h_v[i, kk] = W[kk] @ (weights[i, :, kk] @ x_v)
+            if mt.messages == "own":  # the release: sum_j w_k(u_ij) x_i
+                h_v[i, kk] = W[kk] @ (weights[i, :, kk].sum() * x_v[i])
+            else:
+                h_v[i, kk] = W[kk] @ (weights[i, :, kk] @ x_v)
     s_i2t = mt.visual_mlp(h_v.reshape(R, -1)).mean()
     return s_t2i + s_i2t
 

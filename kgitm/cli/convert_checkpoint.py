@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
         vocab = read_release_vocabulary(args.vocab)
         conv = convert_release(args.release, checkpoint, vocab, ignore_options=args.ignore_option)
         paths = write_conversion(conv, Path(args.out), checkpoint, vocab, command=f"kgitm convert-checkpoint {args.release}")
-    except (DataFormatError, pickle.UnpicklingError, OSError, ValueError) as err:
+    except (DataFormatError, pickle.UnpicklingError, OSError, ValueError, RuntimeError) as err:
         print(f"kgitm convert-checkpoint: error: {err}", file=sys.stderr)
         return 1
     print(f"converted {args.release} {args.checkpoint} ({len(conv.vocabulary)} words) into {args.out}")

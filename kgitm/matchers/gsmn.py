@@ -1,8 +1,10 @@
 """GSMN: graph structured matching of a visual graph and a textual graph, vectorised over a block.
 
-Liu et al., "Graph Structured Network for Image-Text Matching", CVPR 2020. This is the paper's
-method, not the public release: messages really move between neighbours (the release repeated each
-node's own vector), so the dependency edges change the score, and every image uses its own boxes.
+Liu et al., "Graph Structured Network for Image-Text Matching", CVPR 2020. By default this is the
+paper's method, not the public release: messages really move between neighbours (the release repeated
+each node's own vector), so the dependency edges change the score, and every image uses its own boxes.
+``messages="own"`` with ``text_conv_bias=True`` computes what the release computes, for checkpoints
+converted from it (``kgitm convert-checkpoint gsmn``).
 """
 
 from __future__ import annotations
@@ -97,6 +99,14 @@ class GSMNMatcher(Matcher):
     Everything runs on the whole ``N x M`` block at once; padded regions and words are never
     neighbours, never attended and never averaged.
 
+    **The public release** (``graph_model.py``, ``layers.py``) feeds each node's *own* matching vector to
+    every one of its edges (``vnode_mvector.unsqueeze(2).repeat(...)``): the visual convolution computes
+    :math:`\hat x_i = \Vert_k W_k\, x_i \sum_j w_k(u_{ij})` and the textual one, whose edge weights
+    are normalised to sum to one, :math:`\hat x_i = \Vert_k (W_k x_i + b_k)` whatever the graph (its
+    ``TextQueryGraphConvolution`` receives ``coordinate_dim=2`` as its ``bias`` argument, hence the
+    biases). ``messages="own"`` and ``text_conv_bias=True`` reproduce it; the textual graph (dense or
+    sparse) then plays no part.
+
     Args:
         graph: textual graph, ``"sparse"`` (dependency edges; needs ``captions.adjacency``) or
             ``"dense"`` (default ``"sparse"``).
@@ -120,6 +130,9 @@ class GSMNMatcher(Matcher):
             ``num_kernels`` (default ``32``).
         mlp_dim: hidden size of the scoring MLPs (default ``32``).
         leaky_relu_slope: slope of the LeakyReLU of the attention (default ``0.1``).
+        messages: ``"neighbours"`` (default: the paper's propagation) or ``"own"`` (the public
+            release's: every edge carries the node's own matching vector; see above).
+        text_conv_bias: give the textual graph convolution a bias (default False; the release has one).
         eps: floor of every norm (default ``1e-8``).
 
     Shapes:
@@ -141,9 +154,13 @@ class GSMNMatcher(Matcher):
         structure_dim: int = 32,
         mlp_dim: int = 32,
         leaky_relu_slope: float = 0.1,
+        messages: Literal["neighbours", "own"] = "neighbours",
+        text_conv_bias: bool = False,
         eps: float = 1e-8,
     ) -> None:
         super().__init__()
+        if messages not in ("neighbours", "own"):
+            raise ValueError(f"GSMNMatcher: messages must be 'neighbours' or 'own', got {messages!r}")
         if graph not in ("sparse", "dense"):
             raise ValueError(f"GSMNMatcher: graph must be 'sparse' or 'dense', got {graph!r}")
         if structure_dim % num_kernels:
@@ -165,6 +182,7 @@ class GSMNMatcher(Matcher):
         self.lambda_attention = lambda_attention
         self.lambda_text_graph = lambda_attention if lambda_text_graph is None else lambda_text_graph
         self.leaky_relu_slope = leaky_relu_slope
+        self.messages = messages
         self.eps = eps
         # Gaussian kernels over (rho, theta) of the visual graph: means and widths (release) or
         # precisions (kgitm 0.1); the parameter names differ so that a checkpoint of one style does
@@ -177,7 +195,7 @@ class GSMNMatcher(Matcher):
         # Structure-level graph convolutions: one weight per kernel (concatenated chunks) on the
         # visual graph, one weight on the textual graph.
         self.visual_conv = nn.Linear(num_blocks, structure_dim, bias=False)
-        self.text_conv = nn.Linear(num_blocks, structure_dim, bias=False)
+        self.text_conv = nn.Linear(num_blocks, structure_dim, bias=text_conv_bias)
         self.visual_mlp = _mlp(structure_dim, mlp_dim)
         self.text_mlp = _mlp(structure_dim, mlp_dim)
         self.reset_parameters()
@@ -207,6 +225,7 @@ class GSMNMatcher(Matcher):
             f"lambda_attention={self.lambda_attention}, lambda_text_graph={self.lambda_text_graph}, "
             f"kernel_style={self.kernel_style!r}"
             + (f", kernel_precision_init={self.kernel_precision_init}" if self.kernel_style == "precision" else "")
+            + (f", messages={self.messages!r}" if self.messages != "neighbours" else "")
         )
 
     # ------------------------------------------------------------------ graphs (one side each)
@@ -277,7 +296,8 @@ class GSMNMatcher(Matcher):
         """Adds the textual graph and the per-block Gram matrices of the words to ``captions.extra``."""
         gram, block_norm = _block_gram(captions.features, self.num_blocks, "caption")
         extra = dict(captions.extra or {})
-        extra[_TEXT_GRAPH] = self.text_graph(captions.features, captions.mask, captions.adjacency)
+        # the release's propagation ignores the textual graph (each node keeps its own vector)
+        extra[_TEXT_GRAPH] = None if self.messages == "own" else self.text_graph(captions.features, captions.mask, captions.adjacency)
         extra[_GRAM] = gram
         extra[_BLOCK_NORM] = block_norm
         return EncodedCaptions(captions.features, captions.mask, captions.adjacency, extra)
@@ -329,7 +349,10 @@ class GSMNMatcher(Matcher):
             eps=self.eps,
         )  # (N, M, L, B)
         del att_t2i, num_t2i
-        h = torch.einsum("mij,nmjh->nmih", captions.extra[_TEXT_GRAPH], self.text_conv(x))
+        if self.messages == "own":
+            h = self.text_conv(x)
+        else:
+            h = torch.einsum("mij,nmjh->nmih", captions.extra[_TEXT_GRAPH], self.text_conv(x))
         t2i = masked_mean(self.text_mlp(h), um.unsqueeze(0), dim=2).squeeze(-1)  # (N, M)
         del x, h
 
@@ -345,7 +368,10 @@ class GSMNMatcher(Matcher):
         del att_i2t, num_i2t
         k = self.num_kernels
         y = self.visual_conv(x).unflatten(-1, (k, -1))  # (N, M, R, K, H / K): W_k x_j
-        h = torch.einsum("nikj,nmjkh->nmikh", images.extra[_KERNEL_WEIGHTS], y).flatten(-2)
+        if self.messages == "own":  # W_k x_i sum_j w_k(u_ij)
+            h = (y * images.extra[_KERNEL_WEIGHTS].sum(-1)[:, None, :, :, None]).flatten(-2)
+        else:
+            h = torch.einsum("nikj,nmjkh->nmikh", images.extra[_KERNEL_WEIGHTS], y).flatten(-2)
         i2t = masked_mean(self.visual_mlp(h), vm.unsqueeze(1), dim=2).squeeze(-1)  # (N, M)
         return t2i + i2t
 
