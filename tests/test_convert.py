@@ -315,11 +315,21 @@ def test_legacy_format_data_parallel_prefixes_and_unknown_words(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("release", ["scan", "vsepp"])
+@pytest.mark.parametrize("release", ["scan", "vsepp", "gsmn"])
 def test_convert_then_kgitm_predict_writes_the_release_sims(tmp_path, monkeypatch, capsys, release):
     monkeypatch.chdir(tmp_path)
     words = release_words()
-    if release == "scan":
+    files = {"config.yaml", "model.ckpt", "vocab.txt", "provenance.json"}
+    if release == "gsmn":
+        opt, modules = gsmn_options(len(words)), gsmn_modules(len(words))
+        vocab = write_json_vocab(tmp_path / "f30k_precomp_vocab.json", words)
+        data = write_gsmn_precomp(tmp_path / "f30k_precomp", words)
+        files.add("release_vocab.txt")
+
+        def naive(modules, opt, words, images, captions):
+            return official_gsmn_sims(modules, opt, words, images, np.load(data / "test_ims_bbx.npy"), np.load(data / "test_ims_size.npy"),
+                                      [release_ids(words, c) for c in captions])
+    elif release == "scan":
         opt, modules = scan_options(len(words)), scan_modules(len(words))
         vocab = write_json_vocab(tmp_path / "f30k_precomp_vocab.json", words)
         data, naive = write_precomp(tmp_path / "f30k_precomp", one_vector=False), official_scan_sims
@@ -330,7 +340,7 @@ def test_convert_then_kgitm_predict_writes_the_release_sims(tmp_path, monkeypatc
     ckpt = save_release(tmp_path / "model_best.pth.tar", modules, opt)
     out = tmp_path / "converted"
     main(["convert-checkpoint", release, str(ckpt), "--vocab", str(vocab), "--out", str(out)])
-    assert {p.name for p in out.iterdir()} == {"config.yaml", "model.ckpt", "vocab.txt", "provenance.json"}
+    assert {p.name for p in out.iterdir()} == files
     assert "kgitm predict --config" in capsys.readouterr().out
     sims_path = tmp_path / "SIMS.npy"
     main(["predict", "--config", str(out / "config.yaml"), "--ckpt_path", str(out / "model.ckpt"), "--data.root", str(data),
@@ -499,3 +509,205 @@ def test_release_tokenisation_and_graph_stores_exclude_each_other(tmp_path):
     (tmp_path / "v.txt").write_text("<pad>\n<unk>\n")
     with pytest.raises(ValueError, match="graph store"):
         PrecompDataModule(str(data), vocab_file=str(tmp_path / "v.txt"), tokenizer="treebank", graph_store=str(tmp_path))
+
+
+# ---------------------------------------------------------------------------- GSMN
+
+
+GSMN_BLOCKS, GSMN_HIDDEN, GSMN_KERNELS = 4, 8, 4
+
+
+def gsmn_options(vocab_size: int, **over) -> argparse.Namespace:
+    """GSMN train.py's parser (+ vocab_size), with the README's F30K flags (--bi_gru, lambda 20)."""
+    opt = dict(
+        data_path="./data/", data_name="f30k_precomp", vocab_path="./vocab/", margin=0.2, num_epochs=30, batch_size=64,
+        word_dim=WORD, embed_size=EMBED, grad_clip=2.0, num_layers=1, learning_rate=0.0002, lr_update=15, workers=10,
+        log_step=100, val_step=15000, logger_name="./runs/runX/log", model_name="./runs/runX/checkpoint", resume="",
+        max_violation=True, img_dim=D_IN_SCAN, no_imgnorm=False, no_txtnorm=False, bi_gru=True, lambda_softmax=20.0,
+        feat_dim=GSMN_BLOCKS, num_block=GSMN_BLOCKS, hid_dim=GSMN_HIDDEN, out_dim=1, is_sparse=False, vocab_size=vocab_size,
+    )
+    opt.update(over)
+    return argparse.Namespace(**opt)
+
+
+def _weight_normed(gen: torch.Generator, out: int, inp: int) -> dict[str, torch.Tensor]:
+    return {"weight_g": torch.rand(out, 1, generator=gen) + 0.5, "weight_v": torch.randn(out, inp, generator=gen),
+            "bias": torch.randn(out, generator=gen) * 0.1}
+
+
+def gsmn_modules(vocab_size: int, seed: int = 0):
+    img, txt = scan_modules(vocab_size, seed=seed)
+    gen = torch.Generator().manual_seed(seed + 1)
+    k, hk = GSMN_KERNELS, GSMN_HIDDEN // GSMN_KERNELS
+    vis = {
+        "graph_convolution_1.mean_rho": torch.rand(k, 1, generator=gen),
+        "graph_convolution_1.mean_theta": (torch.rand(k, 1, generator=gen) * 2 - 1) * np.pi,
+        "graph_convolution_1.precision_rho": torch.rand(k, 1, generator=gen) * 0.7 + 0.3,
+        "graph_convolution_1.precision_theta": torch.rand(k, 1, generator=gen) * 0.7 + 0.3,
+        **{f"graph_convolution_1.conv_weights.{i}.weight": torch.randn(hk, GSMN_BLOCKS, generator=gen) for i in range(k)},
+    }
+    tex = {
+        "graph_convolution_3.params": torch.rand(k, 1, generator=gen) * 2 - 1,
+        **{f"graph_convolution_3.conv_weights.{i}.{n}": torch.randn(*s, generator=gen)
+           for i in range(k) for n, s in (("weight", (hk, GSMN_BLOCKS)), ("bias", (hk,)))},
+    }
+    for part in (vis, tex):
+        for name, (out, inp) in (("out_1", (GSMN_HIDDEN, GSMN_HIDDEN)), ("out_2", (1, GSMN_HIDDEN))):
+            part.update({f"{name}.{key}": v for key, v in _weight_normed(gen, out, inp).items()})
+    return [img, txt, vis, tex]
+
+
+def write_gsmn_precomp(root: Path, words: list[str]) -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(2)
+    np.save(root / "test_ims.npy", rng.normal(size=(IMAGES, REGIONS, D_IN_SCAN)).astype(np.float32))
+    sizes = np.array([[640.0, 480.0], [500.0, 375.0], [333.0, 500.0]], np.float32)[:IMAGES]  # (width, height)
+    xy = rng.uniform(0, 0.6, size=(IMAGES, REGIONS, 2))
+    wh = rng.uniform(0.1, 0.4, size=(IMAGES, REGIONS, 2))
+    boxes = np.concatenate([xy, xy + wh], -1) * np.concatenate([sizes, sizes], -1)[:, None, :]
+    np.save(root / "test_ims_bbx.npy", boxes.astype(np.float32))
+    np.save(root / "test_ims_size.npy", sizes)
+    # {split}_precaps_stan.txt: comma-separated ids of (CoreNLP) tokens
+    (root / "test_precaps_stan.txt").write_text("".join(",".join(map(str, release_ids(words, c))) + "\n" for c in CAPTIONS))
+    return root
+
+
+def _block_cosine(query: torch.Tensor, context: torch.Tensor, blocks: int) -> torch.Tensor:
+    """graph_model.py: split into ``blocks`` chunks of embed_size / blocks dims, cosine_similarity per chunk."""
+    q = torch.stack(torch.split(query, query.shape[-1] // blocks, dim=-1), dim=-2)
+    c = torch.stack(torch.split(context, context.shape[-1] // blocks, dim=-1), dim=-2)
+    return (q * c).sum(-1) / (q.norm(dim=-1) * c.norm(dim=-1)).clamp(min=1e-8)
+
+
+def _inter_relations(k: torch.Tensor, q: torch.Tensor, lam: float) -> torch.Tensor:
+    """graph_model.py inter_relations: (queryL, sourceL) attention of the queries ``q`` over ``k``."""
+    attn = official_l2norm(F.leaky_relu(k @ q.t(), 0.1), 1)  # (sourceL, queryL), l2 over the queries
+    return torch.softmax(attn.t() * lam, dim=1)
+
+
+def _weight_norm(part: dict, name: str) -> tuple[torch.Tensor, torch.Tensor]:
+    v, g = part[f"{name}.weight_v"].double(), part[f"{name}.weight_g"].double()
+    return g * v / v.norm(dim=1, keepdim=True), part[f"{name}.bias"].double()
+
+
+def _score(part: dict, hidden: torch.Tensor) -> torch.Tensor:
+    (w1, b1), (w2, b2) = _weight_norm(part, "out_1"), _weight_norm(part, "out_2")
+    return (torch.tanh(hidden @ w1.t() + b1) @ w2.t() + b2).mean()
+
+
+def official_gsmn_sims(modules, opt, words, images, boxes_px, sizes, precaps: list[list[int]], depends=None) -> np.ndarray:
+    """graph_model.py VisualGraph + TextualGraph and layers.py, one (caption, image) pair at a time, on boxes
+    divided as the released models' data.py did (x by image_h, y by image_w)."""
+    img, txt, vis, tex = modules
+    nb, k = opt.num_block, GSMN_KERNELS
+    regions = official_l2norm(torch.from_numpy(images).double() @ img["fc.weight"].double().t() + img["fc.bias"].double())
+    scale = np.stack([sizes[:, 1], sizes[:, 0], sizes[:, 1], sizes[:, 0]], -1)[:, None, :]  # h, w, h, w
+    boxes = torch.from_numpy(boxes_px / scale).double()
+    gc = "graph_convolution_1."
+    m_rho, m_theta, p_rho, p_theta = (vis[gc + n].double().view(1, 1, -1) for n in ("mean_rho", "mean_theta", "precision_rho", "precision_theta"))
+    sims = np.zeros((len(images), len(precaps)))
+    for c, ids in enumerate(precaps):
+        out = official_text(txt, ids, layers=opt.num_layers, bidirectional=opt.bi_gru)
+        cap = official_l2norm((out[:, :EMBED] + out[:, EMBED:]) / 2 if opt.bi_gru else out)
+        n_word = cap.shape[0]
+        intra = torch.softmax(cap @ cap.t() * opt.lambda_softmax, dim=1)  # intra_relations
+        for i in range(len(images)):
+            v = regions[i]
+            n_region = v.shape[0]
+            # i2t: VisualGraph
+            x_v = _block_cosine(v, _inter_relations(cap, v, opt.lambda_softmax) @ cap, nb)  # (R, B)
+            centre = boxes[i, :, :2] + 0.5 * (boxes[i, :, 2:] - boxes[i, :, :2])
+            pseudo = centre.view(-1, 1, 2) - centre.view(1, -1, 2)  # [i, j] = c_i - c_j
+            rho = pseudo.norm(dim=-1).unsqueeze(-1)
+            theta = torch.atan2(pseudo[..., 0], pseudo[..., 1]).unsqueeze(-1)
+            w_rho = torch.exp(-0.5 * (rho - m_rho) ** 2 / (1e-14 + p_rho ** 2))
+            first = (theta - m_theta).abs()
+            w_theta = torch.exp(-0.5 * torch.minimum(first, (2 * np.pi - first).abs()) ** 2 / (1e-14 + p_theta ** 2))
+            w = w_rho * w_theta
+            w = w / w.sum(-1, keepdim=True)  # (R, R, K), over the kernels
+            neighbours = x_v.unsqueeze(1).repeat(1, n_region, 1)  # every neighbour is the node itself
+            patch = torch.einsum("ijk,ijb->ikb", w, neighbours)
+            hidden = torch.cat([patch[:, q] @ vis[f"{gc}conv_weights.{q}.weight"].double().t() for q in range(k)], -1)
+            i2t = _score(vis, hidden)
+            # t2i: TextualGraph
+            x_t = _block_cosine(cap, _inter_relations(v, cap, opt.lambda_softmax) @ v, nb)  # (L, B)
+            if depends is None:
+                neighbours = x_t.unsqueeze(1).repeat(1, n_word, 1)
+                weights = intra
+            else:
+                adj = torch.eye(n_word, dtype=torch.float64)
+                for e, (a, b) in enumerate(depends[c]):
+                    if e and a < n_word and b < n_word:
+                        adj[a, b] = adj[b, a] = 1.0
+                neighbours = adj.unsqueeze(-1) * x_t.unsqueeze(1)
+                weights = official_l2norm(adj * intra, 1)
+            kw = weights.unsqueeze(-1) * tex["graph_convolution_3.params"].double().view(1, 1, -1)
+            kw = kw / kw.sum(1, keepdim=True)  # compute_weights: over the neighbours
+            patch = torch.einsum("ijk,ijb->ikb", kw, neighbours)
+            hidden = torch.cat([patch[:, q] @ tex[f"graph_convolution_3.conv_weights.{q}.weight"].double().t()
+                                + tex[f"graph_convolution_3.conv_weights.{q}.bias"].double() for q in range(k)], -1)
+            sims[i, c] = float(i2t + _score(tex, hidden))
+    return sims
+
+
+def gsmn_kgitm_sims(out_dir: Path, data: Path, conv) -> np.ndarray:
+    dm = PrecompDataModule(str(data), vocab_file=str(out_dir / "vocab.txt"), tokenizer="ids", id_vocabulary=str(out_dir / "release_vocab.txt"),
+                           captions_suffix="precaps_stan.txt", box_normalization="gsmn_release", require_boxes=True,
+                           boundary_tokens=False, max_words=1024, diagnostics=False, eval_batch_size=4)
+    model = build_module(conv).model.eval()
+    encoded = model.encode_split(dm.test_dataloader())
+    return model.similarity(encoded.images, encoded.captions).numpy()
+
+
+@pytest.mark.parametrize("over", [dict(), dict(is_sparse=True), dict(bi_gru=False, lambda_softmax=10.0)], ids=["dense", "sparse", "uni-gru-coco-lambda"])
+def test_gsmn_conversion_equals_the_release_forward(tmp_path, over):
+    words = release_words()
+    opt = gsmn_options(len(words), **over)
+    modules = gsmn_modules(len(words))
+    if not opt.bi_gru:
+        modules[1] = {k: v for k, v in modules[1].items() if not k.endswith("_reverse")}
+    data = write_gsmn_precomp(tmp_path / "f30k_precomp", words)
+    conv, out = convert(tmp_path, "gsmn", modules, opt, write_json_vocab(tmp_path / "f30k_precomp_vocab.json", words))
+    assert (out / "release_vocab.txt").read_text().splitlines() == words
+    ours = gsmn_kgitm_sims(out, data, conv)
+    precaps = [release_ids(words, c) for c in CAPTIONS]
+    rng = np.random.default_rng(3)  # dependency arcs (1-based [gov, dep], entry 0 = ROOT): the release's forward ignores them
+    depends = [[[0, 1]] + [list(map(int, rng.integers(0, len(p), 2))) for _ in range(4)] for p in precaps] if opt.is_sparse else None
+    theirs = official_gsmn_sims(modules, opt, words, np.load(data / "test_ims.npy"), np.load(data / "test_ims_bbx.npy"),
+                                np.load(data / "test_ims_size.npy"), precaps, depends)
+    assert np.abs(theirs).max() > 0.1  # not a degenerate comparison
+    np.testing.assert_allclose(ours, theirs, atol=TOL, rtol=0)
+
+
+def test_gsmn_box_normalisation_matters(tmp_path):
+    """The released models' swapped box scaling is part of the forward: the plain one scores differently."""
+    words = release_words()
+    data = write_gsmn_precomp(tmp_path / "data", words)
+    conv, out = convert(tmp_path, "gsmn", gsmn_modules(len(words)), gsmn_options(len(words)), write_json_vocab(tmp_path / "v.json", words))
+    swapped = gsmn_kgitm_sims(out, data, conv)
+    dm = PrecompDataModule(str(data), vocab_file=str(out / "vocab.txt"), tokenizer="ids", id_vocabulary=str(out / "release_vocab.txt"),
+                           captions_suffix="precaps_stan.txt", require_boxes=True, diagnostics=False)
+    model = build_module(conv).model.eval()
+    enc = model.encode_split(dm.test_dataloader())
+    assert not np.allclose(model.similarity(enc.images, enc.captions).numpy(), swapped, atol=1e-4)
+
+
+@pytest.mark.parametrize(
+    "edit, named",
+    [
+        (lambda m: m[2].pop("out_1.weight_g"), "missing key i2t_match_G.out_1.weight_g"),
+        (lambda m: m[3].pop("graph_convolution_3.conv_weights.2.bias"), "missing key t2i_match_G.graph_convolution_3.conv_weights.2.bias"),
+        (lambda m: m[3].update({"graph_convolution_3.extra": torch.zeros(1)}), "unexpected key t2i_match_G.graph_convolution_3.extra"),
+    ],
+)
+def test_gsmn_keys_are_accounted_for(tmp_path, edit, named):
+    words = release_words()
+    modules = gsmn_modules(len(words))
+    edit(modules)
+    assert named in _conversion_error(tmp_path, modules, gsmn_options(len(words)), release="gsmn")
+
+
+def test_gsmn_options_kgitm_cannot_honour_are_named(tmp_path):
+    words = release_words()
+    assert "option feat_dim=8" in _conversion_error(tmp_path, gsmn_modules(len(words)), gsmn_options(len(words), feat_dim=8), release="gsmn")
+    assert "option out_dim=2" in _conversion_error(tmp_path, gsmn_modules(len(words)), gsmn_options(len(words), out_dim=2), release="gsmn")

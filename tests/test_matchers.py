@@ -135,7 +135,7 @@ def naive_gsmn_pair(mt: GSMNMatcher, v, boxes, e, adj):
     s_t2i = mt.text_mlp(h_t).mean()
     # visual graph: Gaussian kernels over the polar coordinates of this image's own boxes
     R = v.shape[0]
-    coords = polar_pseudo_coordinates(boxes[None])[0]  # (R', R', 2)
+    coords = polar_pseudo_coordinates(boxes[None], convention=mt.angle_convention)[0]  # (R', R', 2)
     hk = mt.visual_conv.out_features // k
     W = mt.visual_conv.weight.view(k, hk, nb)
     h_v = torch.zeros(R, k, hk)

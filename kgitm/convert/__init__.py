@@ -1,6 +1,6 @@
 """Conversion of released checkpoints of the field into kgitm models (``kgitm convert-checkpoint``).
 
-One module per release (:mod:`kgitm.convert.scan`, :mod:`kgitm.convert.vsepp`) maps the release's
+One module per release (:mod:`kgitm.convert.scan`, :mod:`kgitm.convert.vsepp`, :mod:`kgitm.convert.gsmn`) maps the release's
 state dicts and options onto kgitm's encoders and matchers; :mod:`kgitm.convert.release` reads the
 releases' files safely and accounts for every key and option; :mod:`kgitm.convert.output` writes the
 kgitm model folder. :data:`RELEASES` is the registry the command line offers. See ``docs/checkpoints.md``.
@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from kgitm.convert import scan, vsepp
+from kgitm.convert import gsmn, scan, vsepp
 from kgitm.convert.parts import Conversion
 from kgitm.convert.release import (
     ReleaseCheckpoint,
@@ -38,6 +38,7 @@ RELEASES: dict[str, Release] = {
     for r in (
         Release("scan", "SCAN (kuanghuei/SCAN): t2i/i2t cross attention, json vocabulary", scan.convert),
         Release("vsepp", "VSE++ (fartashf/vsepp) precomp runs: one vector per image, pickled vocabulary", vsepp.convert),
+        Release("gsmn", "GSMN (CrossmodalGroup/GSMN): the release's forward, captions as precaps_stan ids, boxes", gsmn.convert),
     )
 }
 

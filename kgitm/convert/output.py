@@ -3,6 +3,7 @@
 ``DIR/model.ckpt`` is a Lightning checkpoint of :class:`~kgitm.lit.module.MatchingModule` (its state dict
 loaded strictly into the model the config builds, so a key or shape that does not fit fails here, not
 at evaluation), holding kgitm's vocabulary; ``DIR/vocab.txt`` is that vocabulary one word per line;
+``DIR/release_vocab.txt`` the release's words in its id order when its captions come as ids (GSMN);
 ``DIR/config.yaml`` a full config for ``kgitm predict|test --config DIR/config.yaml --ckpt_path
 DIR/model.ckpt --data.root PRECOMP``; ``DIR/provenance.json`` what was converted (files and their
 sha256, the release's options and bookkeeping). Each file is written atomically, the config last:
@@ -28,6 +29,8 @@ __all__ = ["build_module", "kgitm_config", "write_conversion"]
 
 #: captions are never truncated by the releases; this bound keeps every real caption whole
 MAX_WORDS = 1024
+#: the release's words in its id order, for captions given as ids (``data.tokenizer: ids``)
+ID_VOCABULARY = "release_vocab.txt"
 #: the key of the provenance record inside the converted checkpoint
 PROVENANCE_KEY = "kgitm_converted_from"
 
@@ -57,7 +60,22 @@ def kgitm_config(conv: Conversion, out_dir: Path) -> dict[str, Any]:
     and the data options the release fixes (its vocabulary and tokenisation). ``data.root`` defaults to
     ``data/<data_name>`` (the name the release trained on); pass ``--data.root`` for your copy."""
     out_dir = out_dir.resolve()
-    data_name = conv.data.get("data_name", "precomp")
+    release_data = dict(conv.data)
+    data_name = release_data.pop("data_name", "precomp")
+    data = {
+        "root": f"data/{data_name}",
+        "captions_per_image": 5,
+        "test_split": "test",
+        "vocab_file": str(out_dir / "vocab.txt"),
+        "tokenizer": "treebank",
+        "boundary_tokens": True,
+        "max_words": MAX_WORDS,
+        "diagnostics": False,
+        "num_workers": 0,
+        **release_data,
+    }
+    if conv.id_words is not None:
+        data["id_vocabulary"] = str(out_dir / ID_VOCABULARY)
     return {
         "seed_everything": 0,
         "trainer": {
@@ -68,17 +86,7 @@ def kgitm_config(conv: Conversion, out_dir: Path) -> dict[str, Any]:
             "default_root_dir": str(out_dir),
         },
         "model": conv.model,
-        "data": {
-            "root": f"data/{data_name}",
-            "captions_per_image": 5,
-            "test_split": "test",
-            "vocab_file": str(out_dir / "vocab.txt"),
-            "tokenizer": "treebank",
-            "boundary_tokens": True,
-            "max_words": MAX_WORDS,
-            "diagnostics": False,
-            "num_workers": 0,
-        },
+        "data": data,
     }
 
 
@@ -106,6 +114,9 @@ def write_conversion(conv: Conversion, out_dir: str | Path, checkpoint: ReleaseC
     provenance = _provenance(conv, checkpoint, vocab)
     paths = {name: out_dir / name for name in ("vocab.txt", "model.ckpt", "provenance.json", "config.yaml")}
     atomic_write_text(paths["vocab.txt"], "".join(f"{w}\n" for w in conv.vocabulary))
+    if conv.id_words is not None:
+        paths[ID_VOCABULARY] = out_dir / ID_VOCABULARY
+        atomic_write_text(paths[ID_VOCABULARY], "".join(f"{w}\n" for w in conv.id_words))
     ckpt = {
         "state_dict": module.state_dict(),
         "pytorch-lightning_version": lightning.__version__,

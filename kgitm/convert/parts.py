@@ -9,7 +9,7 @@ and its text side a word embedding + GRU; the converters of :mod:`kgitm.convert`
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Optional
 
 from torch import Tensor
 
@@ -35,6 +35,8 @@ class Conversion:
         vocabulary: kgitm's vocabulary (``itos``; padding and unknown first).
         feature_dim: the image feature size ``D_in`` the release was trained on.
         options: the release options that made the config, for the provenance record.
+        id_words: the release's words in its id order, when its captions come as ids
+            (``data.tokenizer: ids``; written as ``release_vocab.txt``), else ``None``.
     """
 
     release: str
@@ -44,6 +46,7 @@ class Conversion:
     vocabulary: list[str]
     feature_dim: int
     options: dict[str, Any] = field(default_factory=dict)
+    id_words: Optional[list[str]] = None
 
 
 def region_encoder(state: ModuleState, *, embed_dim: int, feature_dim: int, weight_norm: bool, normalize: bool) -> tuple[dict[str, Any], dict[str, Tensor]]:

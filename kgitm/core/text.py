@@ -122,7 +122,8 @@ def tokenize_treebank(caption: str) -> list[str]:
     return [t for sentence in _sentences(caption.lower()) for t in _treebank_sentence(sentence)]
 
 
-#: ``data.tokenizer`` names: the project's words, or the releases' Treebank tokens
+#: ``data.tokenizer`` names: the project's words, or the releases' Treebank tokens (``"ids"``, captions
+#: given as the ids of a release's vocabulary, is :class:`CaptionTokenizer`'s own)
 TOKENIZERS = {"words": tokenize, "treebank": tokenize_treebank}
 
 
@@ -131,20 +132,39 @@ class CaptionTokenizer:
     :data:`START`/:data:`END` (picklable, for data loader workers).
 
     Args:
-        name: a key of :data:`TOKENIZERS` (``"words"``: :func:`tokenize`; ``"treebank"``: :func:`tokenize_treebank`).
+        name: a key of :data:`TOKENIZERS` (``"words"``: :func:`tokenize`; ``"treebank"``:
+            :func:`tokenize_treebank`), or ``"ids"``: the caption is already tokenised, as comma-separated
+            ids of ``id_words`` (GSMN's ``{split}_precaps_stan.txt``: ids of CoreNLP tokens).
         boundary_tokens: wrap every caption in ``<start>`` ... ``<end>`` (the releases' ids 1 and 2).
         max_words: keep at most this many tokens of the caption (before the boundary tokens; default all).
+        id_words: for ``"ids"``: the words of the ids, in id order (a release's vocabulary).
     """
 
-    def __init__(self, name: str = "words", *, boundary_tokens: bool = False, max_words: Optional[int] = None) -> None:
-        if name not in TOKENIZERS:
-            raise ValueError(f"tokenizer {name!r}: choose one of {', '.join(TOKENIZERS)}")
+    def __init__(
+        self, name: str = "words", *, boundary_tokens: bool = False, max_words: Optional[int] = None,
+        id_words: Optional[list[str]] = None,
+    ) -> None:
+        if name not in (*TOKENIZERS, "ids"):
+            raise ValueError(f"tokenizer {name!r}: choose one of {', '.join(TOKENIZERS)}, ids")
+        if (name == "ids") != (id_words is not None):
+            raise ValueError("tokenizer 'ids' needs the words of the ids (data.id_vocabulary), and only it uses them")
         self.name = name
         self.boundary_tokens = boundary_tokens
         self.max_words = max_words
+        self.id_words = id_words
+
+    def _ids(self, caption: str) -> list[str]:
+        try:
+            ids = [int(t) for t in caption.split(",") if t.strip()]
+        except ValueError:
+            raise ValueError(f"expected comma-separated integer ids, got {caption[:60]!r}") from None
+        bad = [i for i in ids if not 0 <= i < len(self.id_words)]
+        if bad:
+            raise ValueError(f"id {bad[0]} is outside the id vocabulary (0..{len(self.id_words) - 1})")
+        return [self.id_words[i] for i in ids]
 
     def __call__(self, caption: str) -> list[str]:
-        tokens = TOKENIZERS[self.name](caption)[: self.max_words]
+        tokens = (self._ids(caption) if self.name == "ids" else TOKENIZERS[self.name](caption))[: self.max_words]
         return [START, *tokens, END] if tokens and self.boundary_tokens else tokens
 
     def is_default(self) -> bool:

@@ -89,6 +89,13 @@ class PrecompDataModule(L.LightningDataModule):
             ``kgitm convert-checkpoint`` writes set it). Not with ``graph_store``.
         boundary_tokens: wrap every caption in ``<start>``/``<end>`` (the releases' convention; default False).
             Not with ``graph_store``.
+        captions_suffix: the caption file of a split is ``{split}_{captions_suffix}`` (default
+            ``caps.txt``; a converted GSMN reads ``precaps_stan.txt``, its captions as token ids).
+        id_vocabulary: with ``tokenizer: ids``: the file of the ids' words, one per line in id order (a
+            converted GSMN's ``release_vocab.txt``).
+        box_normalization: ``"size"`` (default) or ``"gsmn_release"``: boxes scaled x by the image
+            height and y by its width, as GSMN's released models were trained
+            (:class:`~kgitm.pipeline.dataset.CaptionImageDataset`).
     """
 
     def __init__(
@@ -121,12 +128,16 @@ class PrecompDataModule(L.LightningDataModule):
         test_protocols: Sequence[str] = ("single",),
         fold_images: int = 1000,
         vocab_file: Optional[str] = None,
-        tokenizer: Literal["words", "treebank"] = "words",
+        tokenizer: Literal["words", "treebank", "ids"] = "words",
         boundary_tokens: bool = False,
+        captions_suffix: str = "caps.txt",
+        id_vocabulary: Optional[str] = None,
+        box_normalization: Literal["size", "gsmn_release"] = "size",
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
-        self.tokenizer = CaptionTokenizer(tokenizer, boundary_tokens=boundary_tokens)
+        self.id_words = read_lines(id_vocabulary, what="id vocabulary word") if id_vocabulary is not None else None
+        self.tokenizer = CaptionTokenizer(tokenizer, boundary_tokens=boundary_tokens, id_words=self.id_words)
         if graph_store is not None and not self.tokenizer.is_default():
             raise ValueError(
                 f"data.tokenizer {tokenizer!r} / data.boundary_tokens {boundary_tokens}: the graph store indexes the project's "
@@ -209,6 +220,7 @@ class PrecompDataModule(L.LightningDataModule):
             split = self._splits[name] = PrecompSplit(
                 self.root,
                 name,
+                captions_file=self.root / f"{name}_{self.hparams.captions_suffix}",
                 captions_per_image=self.hparams.captions_per_image,
                 require_boxes=self.hparams.require_boxes,
             )
@@ -262,6 +274,8 @@ class PrecompDataModule(L.LightningDataModule):
             transforms=self._transforms,
             tokenizer=self.hparams.tokenizer,
             boundary_tokens=self.hparams.boundary_tokens,
+            id_words=self.id_words,
+            box_normalization=self.hparams.box_normalization,
         )
 
     def _loader(self, ds: CaptionImageDataset, *, train: bool, workers: bool = True) -> DataLoader:

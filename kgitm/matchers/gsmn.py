@@ -133,6 +133,9 @@ class GSMNMatcher(Matcher):
         messages: ``"neighbours"`` (default: the paper's propagation) or ``"own"`` (the public
             release's: every edge carries the node's own matching vector; see above).
         text_conv_bias: give the textual graph convolution a bias (default False; the release has one).
+        angle_convention: the pseudo-coordinate angle (:func:`~kgitm.core.geometry.polar_pseudo_coordinates`):
+            ``"kgitm"`` (default, ``atan2(dy, dx)``) or ``"gsmn_release"`` (the release's, which its
+            kernels' learned means refer to).
         eps: floor of every norm (default ``1e-8``).
 
     Shapes:
@@ -156,6 +159,7 @@ class GSMNMatcher(Matcher):
         leaky_relu_slope: float = 0.1,
         messages: Literal["neighbours", "own"] = "neighbours",
         text_conv_bias: bool = False,
+        angle_convention: Literal["kgitm", "gsmn_release"] = "kgitm",
         eps: float = 1e-8,
     ) -> None:
         super().__init__()
@@ -183,6 +187,9 @@ class GSMNMatcher(Matcher):
         self.lambda_text_graph = lambda_attention if lambda_text_graph is None else lambda_text_graph
         self.leaky_relu_slope = leaky_relu_slope
         self.messages = messages
+        if angle_convention not in ("kgitm", "gsmn_release"):
+            raise ValueError(f"GSMNMatcher: angle_convention must be 'kgitm' or 'gsmn_release', got {angle_convention!r}")
+        self.angle_convention = angle_convention
         self.eps = eps
         # Gaussian kernels over (rho, theta) of the visual graph: means and widths (release) or
         # precisions (kgitm 0.1); the parameter names differ so that a checkpoint of one style does
@@ -226,6 +233,7 @@ class GSMNMatcher(Matcher):
             f"kernel_style={self.kernel_style!r}"
             + (f", kernel_precision_init={self.kernel_precision_init}" if self.kernel_style == "precision" else "")
             + (f", messages={self.messages!r}" if self.messages != "neighbours" else "")
+            + (f", angle_convention={self.angle_convention!r}" if self.angle_convention != "kgitm" else "")
         )
 
     # ------------------------------------------------------------------ graphs (one side each)
@@ -238,7 +246,7 @@ class GSMNMatcher(Matcher):
             boxes: ``(N, R, 4)`` normalised corners; mask: ``(N, R)``. Output: ``(N, R, K, R)``
             indexed ``[n, i, k, j]``; zero where ``j`` is padding.
         """
-        coords = polar_pseudo_coordinates(boxes.to(self.kernel_mean.dtype))  # (N, R, R, 2), theta in units of pi
+        coords = polar_pseudo_coordinates(boxes.to(self.kernel_mean.dtype), convention=self.angle_convention)  # (N, R, R, 2), theta / pi
         valid = mask[:, None, None, :].to(coords.dtype)
         if self.kernel_style == "release":
             coords = torch.stack([coords[..., 0], coords[..., 1] * math.pi], dim=-1)  # radians

@@ -102,6 +102,10 @@ class CaptionImageDataset(Dataset):
         tokenizer: ``"words"`` (the project's tokens, default) or ``"treebank"`` (a converted release's,
             :func:`~kgitm.core.text.tokenize_treebank`); graphs index the project's tokens only.
         boundary_tokens: wrap every caption in ``<start>``/``<end>`` (a converted release's; default False).
+        id_words: the words of the ids of ``tokenizer="ids"`` captions (a release's vocabulary, id order).
+        box_normalization: ``"size"`` (default: x by the image width, y by its height) or
+            ``"gsmn_release"`` (x by the height, y by the width: what GSMN's released models were
+            trained with, its ``data.py`` before ``dcc0f61``).
     """
 
     def __init__(
@@ -122,8 +126,12 @@ class CaptionImageDataset(Dataset):
         transforms: Sequence[CaptionTransform] = (),
         tokenizer: str = "words",
         boundary_tokens: bool = False,
+        id_words: Optional[list[str]] = None,
+        box_normalization: str = "size",
     ) -> None:
-        caption_tokens = CaptionTokenizer(tokenizer, boundary_tokens=boundary_tokens, max_words=max_words)
+        caption_tokens = CaptionTokenizer(tokenizer, boundary_tokens=boundary_tokens, max_words=max_words, id_words=id_words)
+        if box_normalization not in ("size", "gsmn_release"):
+            raise ValueError(f"box_normalization {box_normalization!r}: choose 'size' or 'gsmn_release'")
         if graph_provider is not None and not caption_tokens.is_default():
             raise ValueError(
                 f"tokenizer {tokenizer!r} with boundary_tokens={boundary_tokens}: the graph store indexes the project's "
@@ -145,7 +153,10 @@ class CaptionImageDataset(Dataset):
         source = split.captions_path if captions.name == split.split else captions.name
         self.tokens: list[list[str]] = []
         for k, c in enumerate(captions.captions):
-            toks = caption_tokens(c)
+            try:
+                toks = caption_tokens(c)
+            except ValueError as err:
+                raise DataFormatError(f"{source}:{k + 1}: {err}") from None
             if not toks:
                 raise DataFormatError(f"{source}:{k + 1}: caption has no words ({c!r}); fill or fix that line")
             self.tokens.append(toks)
@@ -154,7 +165,10 @@ class CaptionImageDataset(Dataset):
         self.boxes: Optional[Tensor] = None
         if split.boxes is not None:
             # normalised once, at load time (GSMN's release divided in place on every read)
-            self.boxes = normalize_boxes(torch.from_numpy(np.array(split.boxes, dtype=np.float32)), torch.from_numpy(np.array(split.sizes)))
+            sizes = torch.from_numpy(np.array(split.sizes))
+            if box_normalization == "gsmn_release":  # x / height, y / width (the released GSMN models' data)
+                sizes = sizes.flip(-1)
+            self.boxes = normalize_boxes(torch.from_numpy(np.array(split.boxes, dtype=np.float32)), sizes)
 
         self.text_graphs: Optional[list[dict[str, Tensor]]] = None
         self.image_graphs: Optional[dict[int, dict[str, Tensor]]] = None
