@@ -17,9 +17,10 @@ what is written:
   DIR/config.yaml      a full kgitm config (model, the release's tokenisation and vocabulary, one device)
   DIR/model.ckpt       the weights as a kgitm checkpoint, holding the vocabulary
   DIR/vocab.txt        the vocabulary, kgitm's order (<pad>, <unk>, <start>, <end>, then the release's ids)
+  DIR/release_vocab.txt  GSMN: the release's words in id order (its captions are ids, {split}_precaps_stan.txt)
   DIR/provenance.json  the files converted (sha256), the release's options, epoch and best_rsum
 
-then:
+then (GSMN also needs {split}_ims_bbx.npy and a plain {split}_ims_size.npy: kgitm convert-gsmn-sizes):
   kgitm predict --config DIR/config.yaml --ckpt_path DIR/model.ckpt --data.root PRECOMP --sims_out SIMS.npy
   kgitm test    --config DIR/config.yaml --ckpt_path DIR/model.ckpt --data.root PRECOMP
 
