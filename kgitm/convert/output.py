@@ -22,6 +22,7 @@ import yaml
 
 from kgitm.convert.parts import Conversion
 from kgitm.convert.release import ReleaseCheckpoint, ReleaseVocabulary
+from kgitm.core import CAPTIONS_PER_IMAGE
 from kgitm.core.io import atomic_open, atomic_write_json, atomic_write_text, sha256_file
 from kgitm.lit.module import VOCAB_KEY, MatchingModule
 
@@ -64,7 +65,7 @@ def kgitm_config(conv: Conversion, out_dir: Path) -> dict[str, Any]:
     data_name = release_data.pop("data_name", "precomp")
     data = {
         "root": f"data/{data_name}",
-        "captions_per_image": 5,
+        "captions_per_image": CAPTIONS_PER_IMAGE,  # every release: 5 captions per image
         "test_split": "test",
         "vocab_file": str(out_dir / "vocab.txt"),
         "tokenizer": "treebank",
