@@ -711,3 +711,20 @@ def test_gsmn_options_kgitm_cannot_honour_are_named(tmp_path):
     words = release_words()
     assert "option feat_dim=8" in _conversion_error(tmp_path, gsmn_modules(len(words)), gsmn_options(len(words), feat_dim=8), release="gsmn")
     assert "option out_dim=2" in _conversion_error(tmp_path, gsmn_modules(len(words)), gsmn_options(len(words), out_dim=2), release="gsmn")
+
+
+def test_a_python2_vocabulary_pickle_reads(tmp_path):
+    """The bytes of a Python 2 protocol-2 pickle of ``__main__.Vocabulary`` as VSE++/VSRN ship them
+    (``U`` short byte strings, ``NEWOBJ`` + ``BUILD``; the layout of VSRN's vocab/f30k_precomp_vocab.pkl)."""
+
+    def s(w: str) -> bytes:
+        return b"U" + bytes([len(w)]) + w.encode()
+
+    words = ["<pad>", "<start>", "<end>", "<unk>", "dog", "cat"]
+    idx2word = b"".join(b"K" + bytes([i]) + s(w) for i, w in enumerate(words))
+    word2idx = b"".join(s(w) + b"K" + bytes([i]) for i, w in enumerate(words))
+    blob = (b"\x80\x02c__main__\nVocabulary\nq\x00)\x81q\x01}q\x02(" + s("idx2word") + b"q\x03}q\x04(" + idx2word + b"u"
+            + s("word2idx") + b"q\x05}q\x06(" + word2idx + b"u" + s("idx") + b"K\x06ub.")
+    path = tmp_path / "f30k_precomp_vocab.pkl"
+    path.write_bytes(blob)
+    assert read_release_vocabulary(path).words == words
