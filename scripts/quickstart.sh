@@ -2,7 +2,8 @@
 # The quickstart job (called by `make quickstart` after the data set is generated):
 #   1. graph preprocessing: caption dependency graphs and scene graphs, visual scene graphs (graph stores)
 #   2. a concept graph from the training captions (knowledge)
-#   3. the VSE++ baseline and SGM with WordNet knowledge, each trained and tested on SynthScenes
+#   3. the VSE++ baseline and SGM with WordNet knowledge, each trained and tested on SynthScenes; SGM reads
+#      the simulated detector's scene graphs (sgdet preset: detected boxes, VG150 labels, no oracle)
 #   4. one table: retrieval (R@K, medr, meanr, RSUM) and the diagnostic accuracies side by side
 # Usage: scripts/quickstart.sh [DATA_DIR]      outputs: graphs/, runs/quickstart/{vsepp,sgm_wordnet}/
 set -euo pipefail
@@ -20,8 +21,8 @@ run() {  # run NAME CONFIG EXTRA...: fit, then test the best checkpoint (the tes
 }
 run vsepp configs/experiment/quickstart_vsepp.yaml
 run sgm_wordnet configs/experiment/quickstart_sgm_wordnet.yaml \
-  --model.knowledge configs/knowledge/wordnet.yaml
+  --model.knowledge configs/knowledge/wordnet.yaml --data.scene_graph_source sgdet
 echo
-echo "== SynthScenes test: VSE++ baseline vs SGM + WordNet knowledge =="
+echo "== SynthScenes test: VSE++ baseline vs SGM + WordNet knowledge on predicted (sgdet) scene graphs =="
 "$kgitm" compare runs/quickstart/vsepp runs/quickstart/sgm_wordnet \
-  --names "VSE++" "SGM+WordNet"
+  --names "VSE++" "SGM+WordNet (sgdet graphs)"
