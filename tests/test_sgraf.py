@@ -242,3 +242,34 @@ def test_public_style_loop_gives_the_same_scores(module: str):
         want = mt(images, captions)
         got = loop_sgraf(mt, images, captions, range(2, 9), shard=3)
     torch.testing.assert_close(got, want[:, 2:], atol=TOL, rtol=0)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("module", ["saf", "sgr"])
+def test_one_epoch_fit_and_test_through_the_cli(module: str, tiny_synthscenes, tmp_path, monkeypatch):
+    """``kgitm fit`` for one epoch with the SynthScenes recipe (64-d, batch 32), then ``kgitm test`` on its
+    best checkpoint: the batch norms' running statistics were trained and the test metrics are finite."""
+    import json
+
+    from kgitm.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "run"
+    trainer = tmp_path / "trainer.yaml"
+    trainer.write_text(
+        f"accelerator: cpu\ndevices: 1\ngradient_clip_val: 2.0\nlogger: false\nenable_progress_bar: false\nmax_epochs: 1\n"
+        f"default_root_dir: {out}\ncallbacks:\n  - class_path: lightning.pytorch.callbacks.ModelCheckpoint\n"
+        f"    init_args: {{dirpath: {out}/ckpt, filename: best, monitor: val/rsum, mode: max, save_last: true}}\n"
+    )
+    repo = Path(__file__).resolve().parents[1]
+    common = ["--config", str(repo / f"configs/experiment/sgraf_{module}_synthscenes.yaml"), "--trainer", str(trainer),
+              "--data.root", str(tiny_synthscenes), "--data.batch_size", "32", "--seed_everything", "0",
+              "--model.embed_dim", "64", "--model.text_encoder.init_args.word_dim", "32", "--model.matcher.init_args.sim_dim", "32"]
+    main(["fit", *common])
+    state = torch.load(out / "ckpt" / "best.ckpt", map_location="cpu", weights_only=False)["state_dict"]
+    assert state["model.matcher.v_global_w.embedding_local.1.num_batches_tracked"] > 0
+    assert not torch.equal(state["model.matcher.v_global_w.embedding_global.1.running_var"], torch.ones(64))
+    main(["test", *common, "--ckpt_path", str(out / "ckpt" / "best.ckpt")])
+    results = json.loads(next(out.rglob("test_results.json")).read_text())["results"]
+    for key in ("rsum", "i2t_r1", "t2i_r1"):
+        assert key in results and results[key] == results[key]  # present and not NaN
