@@ -124,12 +124,12 @@ def loop_sgraf(matcher: SGRAFMatcher, images: EncodedImages, captions: EncodedCa
     for rows, caps in _shards(n, ks, shard):
         img = images.features[rows]
         ni = img.shape[0]
-        img_glo = matcher.v_global_w(img, torch.ones(img.shape[:2], dtype=torch.bool))
+        img_glo = matcher.v_global_w(img, torch.ones(img.shape[:2], dtype=torch.bool, device=img.device))
         for k in caps:
             lk = int(lengths[k])
             cap_i = captions.features[k, :lk].unsqueeze(0)
             cap = cap_i.repeat(ni, 1, 1)  # (n, L_k, d)
-            cap_glo = matcher.t_global_w(cap_i, torch.ones(1, lk, dtype=torch.bool))
+            cap_glo = matcher.t_global_w(cap_i, torch.ones(1, lk, dtype=torch.bool, device=cap_i.device))
             context, _ = _func_attention(cap, img, matcher.lambda_softmax)
             sim_loc = _l2(matcher.sim_tranloc_w((_l2(context) - cap) ** 2))
             sim_glo = _l2(matcher.sim_tranglo_w((img_glo - cap_glo) ** 2))
