@@ -246,7 +246,7 @@ class SGRAFMatcher(Matcher):
 
     Where the release and the paper differ, the release is followed: the attention uses the dot
     product of the encoders' features (their cosine when, as in every SGRAF and kgitm recipe, both
-    encoders l2-normalise) with a LeakyReLU(0.1) instead of the paper's :math:`[\cdot]_+`, and the
+    encoders l2-normalise) with a LeakyReLU(0.1) instead of the :math:`[\cdot]_+` of SCAN's formula, and the
     attended vector is l2-normalised before the difference. The release hard-codes the attention's
     :math:`\lambda = 9` (``smooth=9.0``); here it is ``lambda_softmax``.
 
@@ -254,7 +254,8 @@ class SGRAFMatcher(Matcher):
     ``v_global_w``, ``BatchNorm1d(1)`` in ``SAF_module``) are :class:`MaskedBatchNorm1d`: in
     evaluation per-channel affine maps (a pair's score does not depend on its block); in training
     they use the statistics of the block's valid items (the batch, as in the release, padding
-    excluded), so training scores depend on the batch exactly as the release's do. The region-slot
+    excluded), so training scores depend on the batch as the release's do (SAF's gate statistics pool
+    a whole block here, one caption's pairs in the release: :class:`AttentionFiltration`). The region-slot
     norm needs at most ``num_regions`` region slots (the release: exactly 36, in the detector's
     order); a block with fewer slots uses the first ones.
 
