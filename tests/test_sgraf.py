@@ -170,6 +170,19 @@ def test_sgr_steps_have_their_own_weights_and_all_of_them_matter():
     assert (before - after).abs().max() > 1e-4
 
 
+@pytest.mark.parametrize("module", ["SGR", "SAF"])
+def test_every_parameter_takes_part_in_training(module: str):
+    """Every parameter gets a gradient (distributed data parallel refuses unused ones); SGR's key bias,
+    which the softmax over keys cancels, gets a zero one, as in the release."""
+    mt = sgraf(module).train()
+    s = mt(make_images(4, 6, D, seed=3), make_captions(5, 7, D, seed=4))
+    (0.2 + s - s.diagonal().mean()).clamp_min(0).sum().backward()
+    missing = [name for name, p in mt.named_parameters() if p.grad is None]
+    assert not missing, missing
+    if module == "SGR":
+        assert mt.SGR_module[0].graph_key_w.bias.grad.abs().max() < 1e-6
+
+
 def test_masked_batch_norm_is_batch_norm_on_the_valid_values():
     torch.manual_seed(0)
     x = torch.randn(5, 3, 7)

@@ -150,8 +150,8 @@ class GraphReasoning(nn.Module):
         e_{pq} = \operatorname{softmax}_q\big((W_q s_p + b_q)^\top (W_k s_q + b_k)\big),\qquad
         s'_p = \mathrm{ReLU}\big(W_r \textstyle\sum_q e_{pq} s_q + b_r\big),
 
-    computed as :math:`e_{pq} = \operatorname{softmax}_q((W_k^\top W_q s_p + W_k^\top b_q)^\top s_q)`, equal
-    because the dropped terms do not depend on the key ``q`` (a third fewer ``K x K`` products).
+    computed as :math:`(W_k^\top W_q s_p + W_k^\top b_q)^\top s_q + (W_q s_p + b_q)^\top b_k` inside the
+    softmax (the same logits, with a third fewer ``K x K`` products).
 
     Args:
         sim_dim: size ``K`` of the similarity vectors.
@@ -173,11 +173,17 @@ class GraphReasoning(nn.Module):
         _xavier_(self)
 
     def forward(self, nodes: Tensor, mask: Tensor, queries: Optional[Tensor] = None) -> Tensor:
-        # (W_q s_p + b_q)^T (W_k s_q + b_k) = (W_k^T W_q s_p + W_k^T b_q)^T s_q + terms constant over the
-        # keys q, which the softmax over q cancels: one K x K product per node instead of two.
-        wk, wq, bq = self.graph_key_w.weight, self.graph_query_w.weight, self.graph_query_w.bias
-        probe = F.linear(nodes if queries is None else queries, wk.t() @ wq, wk.t() @ bq)  # (..., Q, K)
-        edges = masked_softmax(probe @ nodes.transpose(-1, -2), mask, dim=-1)  # (..., Q, V)
+        # (W_q s_p + b_q)^T (W_k s_q + b_k) = (W_k^T W_q s_p + W_k^T b_q)^T s_q + (W_q s_p + b_q)^T b_k:
+        # one K x K product per node instead of two. The last term is the same for every key q (the
+        # softmax over q cancels it); it is kept, at K per node, so that b_k takes part (its gradient
+        # is zero up to rounding, as in the release, and distributed training sees every parameter used).
+        wk, bk = self.graph_key_w.weight, self.graph_key_w.bias
+        wq, bq = self.graph_query_w.weight, self.graph_query_w.bias
+        x = nodes if queries is None else queries
+        probe = F.linear(x, wk.t() @ wq, wk.t() @ bq)  # (..., Q, K)
+        offset = F.linear(x, (wq.t() @ bk).unsqueeze(0), (bq @ bk).unsqueeze(0))  # (..., Q, 1)
+        edges = masked_softmax(torch.baddbmm(offset.flatten(0, -3), probe.flatten(0, -3), nodes.flatten(0, -3).transpose(1, 2))
+                               .view(*probe.shape[:-1], -1), mask, dim=-1)  # (..., Q, V)
         return F.relu(self.sim_graph_w(edges @ nodes), inplace=True)  # in place: a fresh tensor
 
 
