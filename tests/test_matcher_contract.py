@@ -31,6 +31,7 @@ from kgitm.matchers.global_embedding import GlobalEmbeddingMatcher
 from kgitm.matchers.sgm import SGM
 from test_matchers import SCAN_SETTINGS, gsmn, make_captions, make_images, naive_gsmn, naive_scan, perturb_padding, scan
 from test_sgm import naive_scores as naive_sgm
+from test_sgraf import naive_sgraf, sgraf
 
 D = 16
 TOL = 1e-5
@@ -161,6 +162,9 @@ CONTRACT: list[Case] = [
     Case("sgm", lambda: _sgm(num_layers=1), sgm_inputs, naive_sgm),
     Case("sgm-update-objects", lambda: _sgm(num_layers=2, update_objects=True, rho=0.5), sgm_inputs, naive_sgm),
     Case("scan+knowledge-consensus", _fused, plain_inputs, naive_fused),
+    Case("sgraf-sgr", lambda: sgraf("SGR"), plain_inputs, naive_sgraf),
+    Case("sgraf-sgr-1-step", lambda: sgraf("SGR", sgr_step=1), plain_inputs, naive_sgraf),
+    Case("sgraf-saf", lambda: sgraf("SAF"), plain_inputs, naive_sgraf),
 ]
 IDS = [c.name for c in CONTRACT]
 

@@ -31,7 +31,7 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 EXPERIMENTS = REPO / "configs" / "experiment"
 RECIPES = sorted([*EXPERIMENTS.glob("*_f30k.yaml"), *EXPERIMENTS.glob("*_coco.yaml")])
-METHODS = ("vsepp", "scan_t2i", "scan_i2t", "gsmn_dense", "gsmn_sparse", "sgm")
+METHODS = ("vsepp", "scan_t2i", "scan_i2t", "gsmn_dense", "gsmn_sparse", "sgm", "sgraf_saf", "sgraf_sgr")
 DATA_SETS = {"f30k": ("train", "dev", "test"), "coco": ("train", "dev", "testall")}
 IMAGES = {"train": 12, "dev": 4, "test": 4, "testall": 4}
 REGIONS, FEATURE_DIM, CAPTIONS_PER_IMAGE = 36, 2048, 5
