@@ -180,7 +180,7 @@ def _fused() -> KnowledgeFusedMatcher:
 CONTRACT: list[Case] = [
     Case("vsepp-mean", lambda: GlobalEmbeddingMatcher("mean"), plain_inputs, naive_global),
     Case("vsepp-max", lambda: GlobalEmbeddingMatcher("max"), plain_inputs, naive_global),
-    Case("vse-infty-gpo", lambda: _gpo(), plain_inputs, naive_global),
+    Case("vse-infty-gpo", _gpo, plain_inputs, naive_global),
     *[Case(f"scan-{s['direction']}-{s['aggregation']}", lambda s=s: scan(s), plain_inputs, naive_scan_of) for s in SCAN_SETTINGS],
     Case("gsmn-sparse", lambda: gsmn("sparse"), plain_inputs, naive_gsmn),
     Case("gsmn-dense", lambda: gsmn("dense"), plain_inputs, naive_gsmn),
