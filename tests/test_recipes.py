@@ -206,7 +206,7 @@ def test_recipe_instantiates_and_trains(recipe: Path, precomp, tmp_path, monkeyp
         if key in ("normalize_input", "normalize", "residual_mlp"):
             assert getattr(task.image_encoder, key) == value, (key, value)
     if image_args.get("residual_mlp"):
-        assert task.image_encoder.mlp.layers[0].out_features == image_args["mlp_hidden_dim"]
+        assert task.image_encoder.mlp.layers[0].out_features == image_args.get("mlp_hidden_dim", model["embed_dim"] // 2)
         assert len(task.image_encoder.mlp.layers) == image_args["mlp_layers"]
     if parsed.get("pooling") == "gpo":  # one GPO per modality, with the recipe's sizes and temperature
         for pool in (task.matcher.image_pool, task.matcher.caption_pool):
