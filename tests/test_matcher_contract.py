@@ -14,6 +14,7 @@ per-pair reference written from the paper's formulas). Every entry must:
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Callable
 
@@ -22,6 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from kgitm.core.types import EncodedCaptions, EncodedImages
+from kgitm.encoders.pooling import GPO
 from kgitm.eval.similarity import compute_similarity
 from kgitm.knowledge import NoKnowledge
 from kgitm.knowledge.module import KnowledgeModule
@@ -89,14 +91,33 @@ def sgm_inputs(n: int, m: int, *, seed: int, **kw):
 # ---------------------------------------------------------------------------- naive references
 
 
+def naive_gpo(gpo: GPO, x: torch.Tensor) -> torch.Tensor:
+    """VSE-infinity's GPO on the ``n`` valid features of one item, from the paper's formula: each dimension
+    sorted in descending order, weighted by softmax(w . BiGRU(PE(0..n-1)) / tau), directions averaged;
+    the encodings written out element by element, the GRU run on this item alone (no packing)."""
+    n = x.shape[0]
+    pe = torch.tensor([[math.sin(k / 10000 ** (i / gpo.pe_dim)) if i % 2 == 0 else math.cos(k / 10000 ** ((i - 1) / gpo.pe_dim))
+                        for i in range(gpo.pe_dim)] for k in range(n)])
+    out, _ = gpo.gru(pe.unsqueeze(0))
+    h = out[0, :, : gpo.hidden_dim] / 2 + out[0, :, gpo.hidden_dim :] / 2
+    theta = torch.softmax(gpo.linear(h).squeeze(-1) / gpo.temperature, 0)
+    return (x.sort(0, descending=True).values * theta.unsqueeze(1)).sum(0)
+
+
+def _naive_pool(matcher: GlobalEmbeddingMatcher, x: torch.Tensor, pool) -> torch.Tensor:
+    if matcher.pooling == "mean":
+        return x.mean(0)
+    if matcher.pooling == "max":
+        return x.max(0).values
+    return naive_gpo(pool, x)
+
+
 def naive_global(matcher: GlobalEmbeddingMatcher, images: EncodedImages, captions: EncodedCaptions) -> torch.Tensor:
     out = torch.zeros(len(images), len(captions))
     for i in range(len(images)):
-        v = images.features[i][images.mask[i]]
-        v = (v.mean(0) if matcher.pooling == "mean" else v.max(0).values)
+        v = _naive_pool(matcher, images.features[i][images.mask[i]], matcher.image_pool)
         for j in range(len(captions)):
-            t = captions.features[j][captions.mask[j]]
-            t = (t.mean(0) if matcher.pooling == "mean" else t.max(0).values)
+            t = _naive_pool(matcher, captions.features[j][captions.mask[j]], matcher.caption_pool)
             out[i, j] = F.normalize(v, dim=0) @ F.normalize(t, dim=0)
     return out
 
@@ -145,6 +166,11 @@ def _sgm(**kw) -> SGM:
     return SGM(D, **kw)
 
 
+def _gpo() -> GlobalEmbeddingMatcher:
+    torch.manual_seed(0)
+    return GlobalEmbeddingMatcher("gpo")
+
+
 def _fused() -> KnowledgeFusedMatcher:
     torch.manual_seed(0)
     k = KnowledgeModule(NoKnowledge(vocabulary=["dog", "man", "car"]), mode="consensus", feature_dim=8, hidden_dim=12)
@@ -155,6 +181,7 @@ def _fused() -> KnowledgeFusedMatcher:
 CONTRACT: list[Case] = [
     Case("vsepp-mean", lambda: GlobalEmbeddingMatcher("mean"), plain_inputs, naive_global),
     Case("vsepp-max", lambda: GlobalEmbeddingMatcher("max"), plain_inputs, naive_global),
+    Case("vse-infty-gpo", _gpo, plain_inputs, naive_global),
     *[Case(f"scan-{s['direction']}-{s['aggregation']}", lambda s=s: scan(s), plain_inputs, naive_scan_of) for s in SCAN_SETTINGS],
     Case("gsmn-sparse", lambda: gsmn("sparse"), plain_inputs, naive_gsmn),
     Case("gsmn-dense", lambda: gsmn("dense"), plain_inputs, naive_gsmn),
