@@ -9,7 +9,9 @@
 set -euo pipefail
 data=${1:-data/synthscenes}
 kgitm=${KGITM:-.venv/bin/kgitm}
-size=(--config configs/size/cpu_small.yaml)
+# the same budget for both models: 256-d joint space, batch 32, 2 epochs (936 optimiser steps); the grids'
+# cells (configs/grid/*.yaml) train the same settings for 4 epochs
+size=(--config configs/size/cpu_small.yaml --data.batch_size 32 --trainer.max_epochs 2)
 "$kgitm" preprocess --config configs/preprocess/synthscenes.yaml --data-root "$data" --progress false
 "$kgitm" build-concepts "$data/train_caps.txt" --name synthscenes --objects 80 --properties 25 --motions 15 --no-progress
 rm -rf runs/quickstart   # a rerun trains from scratch instead of appending to an older quickstart
