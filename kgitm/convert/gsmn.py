@@ -39,9 +39,9 @@ from kgitm.convert.release import (
     ModuleState,
     ReleaseCheckpoint,
     ReleaseFormatError,
-    ReleaseOptions,
     ReleaseVocabulary,
     fold_weight_norm,
+    open_release,
 )
 
 #: options of GSMN's ``train.py`` that do not change the forward pass
@@ -79,13 +79,10 @@ def convert(checkpoint: ReleaseCheckpoint, vocab: ReleaseVocabulary, *, ignore_o
         ReleaseFormatError: a missing or unexpected key, a shape or option kgitm cannot honour (named).
     """
     src = checkpoint.path
-    opt = ReleaseOptions(checkpoint.options, src, ignore_options)
-    opt.ignore(TRAINING_OPTIONS)
-    if len(checkpoint.modules) != 4:
-        raise ReleaseFormatError(
-            f"{src}: GSMN saves [img_enc, txt_enc, i2t_match_G, t2i_match_G]; this checkpoint has {len(checkpoint.modules)} state dicts"
-        )
-    img, txt, vis, tex = (ModuleState(s, n, src) for s, n in zip(checkpoint.modules, ("img_enc", "txt_enc", "i2t_match_G", "t2i_match_G")))
+    opt, (img, txt, vis, tex) = open_release(
+        checkpoint, "GSMN", ("img_enc", "txt_enc", "i2t_match_G", "t2i_match_G"),
+        training_options=TRAINING_OPTIONS, ignore_options=ignore_options,
+    )
 
     embed_dim = int(opt.get("embed_size", 1024))
     word_dim = int(opt.get("word_dim", 300))

@@ -344,6 +344,26 @@ class ModuleState:
             )
 
 
+def open_release(
+    checkpoint: ReleaseCheckpoint, release: str, modules: tuple[str, ...], *, training_options: Iterable[str],
+    ignore_options: Iterable[str] = (),
+) -> tuple[ReleaseOptions, list[ModuleState]]:
+    """The start of every converter: the release's options (training-only ones set aside) and its
+    submodules' state dicts, named as the release saves them (``("img_enc", "txt_enc")``).
+
+    Raises:
+        ReleaseFormatError: the checkpoint holds another number of state dicts than ``modules``.
+    """
+    src = checkpoint.path
+    opt = ReleaseOptions(checkpoint.options, src, ignore_options)
+    opt.ignore(tuple(training_options))
+    if len(checkpoint.modules) != len(modules):
+        raise ReleaseFormatError(
+            f"{src}: {release} saves [{', '.join(modules)}]; this checkpoint has {len(checkpoint.modules)} state dicts"
+        )
+    return opt, [ModuleState(s, n, src) for s, n in zip(checkpoint.modules, modules)]
+
+
 def fold_weight_norm(state: ModuleState, name: str, *, dim: Optional[int]) -> Optional[Tensor]:
     """The weight of a ``nn.utils.weight_norm`` layer ``name`` as one tensor, ``W = g v / ||v||``, or
     ``None`` when the layer has no weight-norm keys.

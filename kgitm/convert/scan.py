@@ -23,7 +23,12 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from kgitm.convert.parts import Conversion, gru_text_encoder, region_encoder
-from kgitm.convert.release import ModuleState, ReleaseCheckpoint, ReleaseFormatError, ReleaseOptions, ReleaseVocabulary
+from kgitm.convert.release import (
+    ReleaseCheckpoint,
+    ReleaseFormatError,
+    ReleaseVocabulary,
+    open_release,
+)
 
 #: ``--raw_feature_norm`` modes kgitm computes, as the LeakyReLU slope before the l2 over the query axis
 RAW_FEATURE_NORM_SLOPE = {"clipped_l2norm": 0.1, "l2norm": 1.0}
@@ -43,11 +48,9 @@ def convert(checkpoint: ReleaseCheckpoint, vocab: ReleaseVocabulary, *, ignore_o
         ReleaseFormatError: a missing or unexpected key, a shape or option kgitm cannot honour (named).
     """
     src = checkpoint.path
-    opt = ReleaseOptions(checkpoint.options, src, ignore_options)
-    opt.ignore(TRAINING_OPTIONS)
-    if len(checkpoint.modules) != 2:
-        raise ReleaseFormatError(f"{src}: SCAN saves [img_enc, txt_enc]; this checkpoint has {len(checkpoint.modules)} state dicts")
-    img, txt = (ModuleState(s, n, src) for s, n in zip(checkpoint.modules, ("img_enc", "txt_enc")))
+    opt, (img, txt) = open_release(
+        checkpoint, "SCAN", ("img_enc", "txt_enc"), training_options=TRAINING_OPTIONS, ignore_options=ignore_options
+    )
 
     embed_dim = int(opt.get("embed_size", 1024))
     word_dim = int(opt.get("word_dim", 300))
