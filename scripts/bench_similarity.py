@@ -1,8 +1,9 @@
 """Benchmark: exact full similarity matrices of cross-attention matchers, vectorised vs per-caption loop.
 
 Times :func:`kgitm.eval.similarity.compute_similarity` (blocks of image x caption pairs sized from a
-memory budget) for SCAN t2i, SCAN i2t, GSMN sparse and GSMN dense against a loop written like the
-public code (SCAN's and GSMN's ``shard_xattn``: image shards of 128 x caption shards of 128, then
+memory budget) for SCAN t2i, SCAN i2t, GSMN sparse and GSMN dense (and, with ``--methods``, SGRAF's SAF
+and SGR) against a loop written like the public code (SCAN's and GSMN's ``shard_xattn``, SGRAF's
+``shard_attn_scores``: image shards of 128 x caption shards of 128, then
 inside each shard a Python loop over its captions, each against all images of the shard at once), checks that both give the same numbers on the captions the loop covered, and records the peak
 resident memory. When the loop would take too long it runs on the first ``--loop-captions``
 captions and its full time is extrapolated (flagged as such in the table and the JSON).
@@ -12,6 +13,7 @@ Defaults are Flickr30K test scale: 1,000 images x 5,000 captions, 36 regions, 10
 
     python scripts/bench_similarity.py --scale-down 10 --output bench_small.json
     python scripts/bench_similarity.py --methods scan_t2i,scan_i2t --output bench_scan.json
+    python scripts/bench_similarity.py --methods sgraf_saf,sgraf_sgr --output bench_sgraf.json
     python scripts/bench_similarity.py --npz inputs.npz --write-sims sims/ --methods scan_t2i,scan_i2t
     python scripts/bench_similarity.py --fixed-malloc     # stable page-fault costs for both sides
     python scripts/bench_similarity.py --device cuda      # on a GPU (scripts/gpu_check.sh runs it)
@@ -45,9 +47,14 @@ from kgitm.core.types import EncodedCaptions, EncodedImages  # noqa: E402
 from kgitm.matchers.base import Matcher  # noqa: E402
 from kgitm.matchers.gsmn import GSMNMatcher  # noqa: E402
 from kgitm.matchers.scan import SCANMatcher  # noqa: E402
-from public_style import loop_gsmn, loop_scan  # noqa: E402 - scripts/public_style.py
+from kgitm.matchers.sgraf import SGRAFMatcher  # noqa: E402
+from public_style import loop_gsmn, loop_scan, loop_sgraf  # noqa: E402 - scripts/public_style.py
 
-METHODS = ("scan_t2i", "scan_i2t", "gsmn_sparse", "gsmn_dense")
+#: what runs by default (the similarity goal's methods); SGRAF with --methods sgraf_saf,sgraf_sgr
+DEFAULT_METHODS = ("scan_t2i", "scan_i2t", "gsmn_sparse", "gsmn_dense")
+METHODS = (*DEFAULT_METHODS, "sgraf_saf", "sgraf_sgr")
+#: the public-style loop of each matcher class
+LOOPS = {SCANMatcher: loop_scan, GSMNMatcher: loop_gsmn, SGRAFMatcher: loop_sgraf}
 
 
 # ------------------------------------------------------------------------------------------ inputs
@@ -108,7 +115,8 @@ def npz_inputs(args: argparse.Namespace) -> tuple[EncodedImages, EncodedCaptions
     )
 
 
-def make_matcher(name: str, seed: int) -> Matcher:
+def make_matcher(name: str, seed: int, *, dim: int = 1024, regions: int = 36) -> Matcher:
+    """The benchmarked matcher with the papers' settings (SGRAF: sim_dim 256, 3 SGR steps), bound to ``dim``."""
     torch.manual_seed(seed)
     if name == "scan_t2i":
         return SCANMatcher("t2i", lambda_softmax=9.0, aggregation="lse", lambda_lse=6.0)
@@ -118,6 +126,8 @@ def make_matcher(name: str, seed: int) -> Matcher:
         return GSMNMatcher("sparse")
     if name == "gsmn_dense":
         return GSMNMatcher("dense")
+    if name in ("sgraf_saf", "sgraf_sgr"):
+        return SGRAFMatcher(name[-3:].upper(), embed_dim=dim, num_regions=max(36, regions))
     raise SystemExit(f"unknown method {name!r}; choose from {', '.join(METHODS)}")
 
 
@@ -173,7 +183,7 @@ def sync(device: torch.device) -> None:
 
 
 def bench_method(name, images, captions, args, device) -> tuple[dict, torch.Tensor]:
-    matcher = make_matcher(name, args.seed).to(device).eval()
+    matcher = make_matcher(name, args.seed, dim=args.dim, regions=args.regions).to(device).eval()
     n, m = len(images), len(captions)
     pair_bytes = matcher.pair_memory_bytes(images, captions)
     budget = args.memory_budget_mb
@@ -217,7 +227,7 @@ def bench_method(name, images, captions, args, device) -> tuple[dict, torch.Tens
     loop_m = m if args.loop_captions is None else min(m, args.loop_captions)
     if loop_m > 0:
         img_dev, cap_dev = images.to(device), captions.index(slice(0, loop_m)).to(device)
-        loop = loop_scan if isinstance(matcher, SCANMatcher) else loop_gsmn
+        loop = LOOPS[type(matcher)]
         sync(device)
         with torch.inference_mode():
             t0 = time.perf_counter()
@@ -245,7 +255,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--min-words", type=int, default=8, help="shortest caption (default 8)")
     p.add_argument("--max-words", type=int, default=16, help="longest caption, the padded length L (default 16)")
     p.add_argument("--scale-down", type=float, default=1.0, help="divide --images and --captions by this")
-    p.add_argument("--methods", default=",".join(METHODS), help=f"comma-separated subset of {','.join(METHODS)}")
+    p.add_argument("--methods", default=",".join(DEFAULT_METHODS), help=f"comma-separated subset of {','.join(METHODS)} (default {','.join(DEFAULT_METHODS)})")
     p.add_argument("--memory-budget-mb", type=float, default=1024.0, help="activation budget of one block (MiB)")
     p.add_argument("--cpu-block-mb", type=float, default=None,
                    help="on the CPU, the largest block in MiB (default: the last-level cache size)")
