@@ -37,6 +37,7 @@ LABELS = {
     "paraphrase_wordnet_rsum": "paraphrase (WordNet-linked) RSUM",
     "synonym_shift_t2i_r1": "legacy synonym shift t2i R@1 (circular for WordNet)",
 }
+LABELS.update({f"flipped/{k}": f"{v}, edges flipped" for k, v in list(LABELS.items())})
 
 
 def read(grid: Path, split: str) -> tuple[list[str], dict[str, dict[str, list[float]]]]:
@@ -101,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     order, test = read(args.grid, "test")
     _, dev = read(args.grid, "dev") if (args.grid / "results_dev.csv").exists() else ([], {})
     head = ["cell", "visual graphs", "seeds"]
-    head += [f"dev {LABELS.get(m, m)}" for m in args.dev_metrics]
+    head += [f"dev {LABELS.get(args.prefix + m, args.prefix + m)}" for m in args.dev_metrics]
     head += [f"test {LABELS.get(args.prefix + m, args.prefix + m)}" for m in args.metrics]
     if args.baseline:
         head.append(f"test {LABELS.get(args.verdict, args.verdict)} vs {args.baseline}")
