@@ -13,6 +13,7 @@ The result is a plain JSON-ready dict (:func:`explanation_json`); :mod:`kgitm.vi
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Any, Optional
 
@@ -101,12 +102,20 @@ def _walk(tree: Any, key: str = ""):
         yield key, tree
 
 
+@functools.lru_cache(maxsize=2)
+def _parser(name: str):
+    from kgitm.graphs.text_parser import TextGraphParser
+
+    return TextGraphParser(name)
+
+
 def _parse(text: str, dm: Any) -> Optional[ParsedCaption]:
-    """The dependency and scene graphs of ``text`` (``None`` when no spaCy model is installed)."""
-    from kgitm.graphs.text_parser import DEFAULT_SPACY_MODEL, SpacyModelMissingError, TextGraphParser
+    """The dependency and scene graphs of ``text`` (``None`` when no spaCy model is installed); the
+    parser is loaded once per process."""
+    from kgitm.graphs.text_parser import DEFAULT_SPACY_MODEL, SpacyModelMissingError
 
     try:
-        return TextGraphParser(_spacy_model(dm) or DEFAULT_SPACY_MODEL).parse_one(text)
+        return _parser(_spacy_model(dm) or DEFAULT_SPACY_MODEL).parse_one(text)
     except (SpacyModelMissingError, OSError):
         return None
 

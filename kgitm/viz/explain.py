@@ -16,7 +16,7 @@ The title holds the score and the pair's ranks.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Optional
+from typing import IO, Any, Optional
 
 import numpy as np
 
@@ -252,8 +252,9 @@ def _wrap(line: str, width: int = 170) -> str:
     return "\n".join(textwrap.wrap(line, width)) or line
 
 
-def draw_explanation(expl: dict[str, Any], path: str | Path, *, dpi: int = 90) -> Path:
-    """Draw the picture of ``expl`` (:func:`kgitm.eval.explain.explain_pair`) to ``path`` (PNG)."""
+def draw_explanation(expl: dict[str, Any], path: str | Path | IO[bytes], *, dpi: int = 90) -> Any:
+    """Draw the picture of ``expl`` (:func:`kgitm.eval.explain.explain_pair`) to ``path`` (a PNG file,
+    or a binary file object such as ``io.BytesIO``); returns ``path``."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -296,8 +297,11 @@ def draw_explanation(expl: dict[str, Any], path: str | Path, *, dpi: int = 90) -
         fontsize=11,
     )
     fig.tight_layout(rect=(0, 0, 1, 0.97))
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    savefig_atomic(fig, path, dpi=dpi)
+    if hasattr(path, "write"):
+        fig.savefig(path, format="png", dpi=dpi)
+    else:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        savefig_atomic(fig, path, dpi=dpi)
     plt.close(fig)
     return path
