@@ -373,6 +373,8 @@ def _training_plot(reports: list[RunReport]) -> Optional[bytes]:
         ax.grid(alpha=0.3)
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=7)
+        else:
+            ax.text(0.5, 0.5, "none logged (fewer steps than trainer.log_every_n_steps?)", ha="center", fontsize=8, transform=ax.transAxes)
     return _png(fig)
 
 
