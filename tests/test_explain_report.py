@@ -209,3 +209,23 @@ def test_comparison_page_renders_in_a_headless_browser(runs, tmp_path, monkeypat
     for element in ('id="metrics"', 'id="diagnostics"', 'class="run"', 'class="explain"', "R@K curves"):
         assert element in dom, element
     assert dom.count('<img class="plot"') == 3
+
+
+@pytest.mark.parametrize("name", [n for n in ("gsmn_sparse", "sgm", "scan_consensus") if n in RUNS])
+def test_the_light_loader_explains_like_the_lightning_one(runs, name, monkeypatch):
+    """``kgitm explain`` loads a run without Lightning (:func:`kgitm.eval.run.load_run_model`); the model,
+    the pair's batch and so every alignment are the ones of the Lightning path (:func:`kgitm.cli.runs.open_run`)."""
+    from kgitm.cli.runs import open_run
+    from kgitm.eval.explain import explain_pair
+    from kgitm.eval.run import load_run_model
+
+    monkeypatch.chdir(runs)
+    run = runs / "runs" / name
+    model, data = load_run_model(run)
+    task, dm = open_run(run)
+    light = explain_pair(model, data, split="test", image=5, caption=27)
+    heavy = explain_pair(task.model, dm, split="test", image=5, caption=27)
+    assert light["words"] == heavy["words"] and light["ranks"] == heavy["ranks"]
+    assert light["alignments"].keys() == heavy["alignments"].keys()
+    for key, value in heavy["alignments"].items():
+        assert torch.equal(torch.tensor(light["alignments"][key]), torch.tensor(value)), key

@@ -52,26 +52,24 @@ def saved_sims(run: Path, split: str) -> Optional[np.ndarray]:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    from kgitm.cli.lightning import quiet_dependencies
-    from kgitm.cli.runs import RunLoadError, open_run
-    from kgitm.core.io import atomic_write_json
+    from kgitm.core.io import DataFormatError, atomic_write_json
     from kgitm.eval.explain import explain_pair
+    from kgitm.eval.run import RunFolderError, load_run_model
     from kgitm.viz.explain import draw_explanation
 
-    quiet_dependencies()
     start = time.perf_counter()
-    try:
-        task, dm = open_run(args.run, overrides(args.data_root, args.graph_store))
-    except RunLoadError as err:
+    try:  # without Lightning: its import alone would take most of the time
+        model, data = load_run_model(args.run, data_root=args.data_root, graph_store=args.graph_store)
+    except (RunFolderError, DataFormatError) as err:
         print(f"kgitm explain: error: {err}", file=sys.stderr)
         return 2
     caption = args.caption
     if caption is None and args.text is None:
-        caption = dm.open_split(args.split).captions_per_image * args.image
+        caption = data.open_split(args.split).captions_per_image * args.image
     try:
-        expl = explain_pair(task.model, dm, split=args.split, image=args.image, caption=caption, text=args.text,
+        expl = explain_pair(model, data, split=args.split, image=args.image, caption=caption, text=args.text,
                             sims=saved_sims(args.run, args.split), image_dir=args.image_dir)
-    except ValueError as err:
+    except (ValueError, DataFormatError) as err:
         print(f"kgitm explain: error: {err}", file=sys.stderr)
         return 2
     name = f"{args.split}_image{args.image}_" + (f"caption{caption}" if args.text is None else "text")

@@ -12,13 +12,14 @@ import yaml
 from kgitm.cli.lightning import VOCAB_FILE, ConfigError, build_cli
 from kgitm.lit.datamodule import PrecompDataModule
 from kgitm.lit.module import MatchingModule
+from kgitm.eval.run import RunFolderError, run_files
 from kgitm.models.matching import EncodedSplit
 
 #: keys a saved ``kgitm fit|test`` config carries for its subcommand, not for the model or data.
 _SUBCOMMAND_KEYS = ("ckpt_path", "verbose", "weights_only")
 
 
-class RunLoadError(ValueError):
+class RunLoadError(RunFolderError):
     """A run's config or checkpoint cannot be loaded; the message names the file and the fix."""
 
 
@@ -80,30 +81,6 @@ def encode_test(task: MatchingModule, dm: PrecompDataModule, device: torch.devic
     """Encode the test split exactly as ``kgitm test`` does (each image once, at its first caption;
     :meth:`kgitm.models.MatchingModel.encode_split`); the encodings are returned on the CPU."""
     return task.model.encode_split(dm.test_dataloader(), device=device)
-
-
-#: where a run folder keeps its training config, the checkpoints tried in order, and its vocabulary
-RUN_CONFIGS = ("logs/config.yaml", "config.yaml")
-RUN_CHECKPOINTS = ("checkpoints/best.ckpt", "checkpoints/last.ckpt")
-
-
-def run_files(run_dir: str | os.PathLike) -> tuple[Path, Path]:
-    """``(config, checkpoint)`` of a run folder (``runs/<experiment>/seed<seed>``: ``logs/config.yaml``
-    and ``checkpoints/best.ckpt``, else ``last.ckpt``).
-
-    Raises:
-        RunLoadError: the folder lacks either (the message says which and how to make it).
-    """
-    run = Path(run_dir)
-    if not run.is_dir():
-        raise RunLoadError(f"{run}: no such run folder; pass a folder written by `kgitm fit --run_dir RUN`")
-    config = next((run / c for c in RUN_CONFIGS if (run / c).is_file()), None)
-    if config is None:
-        raise RunLoadError(f"{run}: no {' or '.join(RUN_CONFIGS)}; is this a run folder of `kgitm fit`?")
-    ckpt = next((run / c for c in RUN_CHECKPOINTS if (run / c).is_file()), None)
-    if ckpt is None:
-        raise RunLoadError(f"{run}: no {' or '.join(RUN_CHECKPOINTS)}; train it with `kgitm fit ... --run_dir {run}`")
-    return config, ckpt
 
 
 def open_run(
