@@ -73,8 +73,8 @@ def main() -> int:
     sys.path.insert(0, str(REPO))
     t0 = time.perf_counter()
     from kgitm.cli.explain import saved_sims
-    from kgitm.eval.explain import explain_pair
-    from kgitm.eval.run import load_run_model
+    from kgitm.models.explain import explain_pair
+    from kgitm.models.run import load_run_model
     from kgitm.viz.explain import draw_explanation
 
     t1 = time.perf_counter()

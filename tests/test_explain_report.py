@@ -180,6 +180,15 @@ def test_report_of_every_matcher(runs, name, tmp_path, monkeypatch):
     assert text.count('class="query"') == 6  # 3 sampled queries each way, each with its top-5
     if name == "scan_t2i":  # tested: every protocol's metrics and the diagnostics come from its results
         assert "relation_swap_acc" in text and "sims_test.npy" in text
+        # the failures the report finds are the ones `kgitm test` counted (the same pairs, scored alike)
+        from kgitm.viz.report import run_report
+
+        results = json.loads((runs / "runs" / name / "results_test.json").read_text())["results"]
+        found = run_report(runs / "runs" / name, failure_pictures=0).failures
+        for diagnostic in ("relation_swap", "attribute_swap"):
+            pairs = sum(found[diagnostic]["totals"].values())
+            wrong = sum(len(v) for v in found[diagnostic]["wrong"].values())
+            assert 100.0 * (pairs - wrong) / pairs == pytest.approx(results[f"{diagnostic}_acc"])
     if pictures == "1":
         assert "relation-swap:" in text and 'class="explain"' in text
 
@@ -213,11 +222,11 @@ def test_comparison_page_renders_in_a_headless_browser(runs, tmp_path, monkeypat
 
 @pytest.mark.parametrize("name", [n for n in ("gsmn_sparse", "sgm", "scan_consensus") if n in RUNS])
 def test_the_light_loader_explains_like_the_lightning_one(runs, name, monkeypatch):
-    """``kgitm explain`` loads a run without Lightning (:func:`kgitm.eval.run.load_run_model`); the model,
+    """``kgitm explain`` loads a run without Lightning (:func:`kgitm.models.run.load_run_model`); the model,
     the pair's batch and so every alignment are the ones of the Lightning path (:func:`kgitm.cli.runs.open_run`)."""
     from kgitm.cli.runs import open_run
-    from kgitm.eval.explain import explain_pair
-    from kgitm.eval.run import load_run_model
+    from kgitm.models.explain import explain_pair
+    from kgitm.models.run import load_run_model
 
     monkeypatch.chdir(runs)
     run = runs / "runs" / name

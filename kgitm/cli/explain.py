@@ -4,7 +4,7 @@
     kgitm explain RUN --image 3 --text "a dog under a table"
 
 Writes ``PATH.png`` (:func:`kgitm.viz.explain.draw_explanation`) and ``PATH.json``
-(:func:`kgitm.eval.explain.explain_pair`: the matcher's own alignments, the score and the pair's
+(:func:`kgitm.models.explain.explain_pair`: the matcher's own alignments, the score and the pair's
 ranks); default ``RUN/explain/<split>_image<I>_caption<J>.png`` (``..._text.png`` for a free text).
 """
 
@@ -34,16 +34,6 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-def overrides(data_root: Optional[str], graph_store: Optional[str]) -> list[str]:
-    """Lightning CLI arguments for a moved data folder or graph store."""
-    out = []
-    if data_root:
-        out += ["--data.root", data_root]
-    if graph_store:
-        out += ["--data.graph_store", graph_store]
-    return out
-
-
 def saved_sims(run: Path, split: str) -> Optional[np.ndarray]:
     """The run's similarity matrix of ``split`` (``sims_<split>.npy``, memory-mapped), or ``None``."""
     path = run / f"sims_{split}.npy"
@@ -53,8 +43,8 @@ def saved_sims(run: Path, split: str) -> Optional[np.ndarray]:
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     from kgitm.core.io import DataFormatError, atomic_write_json
-    from kgitm.eval.explain import explain_pair
-    from kgitm.eval.run import RunFolderError, load_run_model
+    from kgitm.models.explain import explain_pair
+    from kgitm.models.run import RunFolderError, load_run_model
     from kgitm.viz.explain import draw_explanation
 
     start = time.perf_counter()

@@ -39,13 +39,10 @@ def main(argv: list[str] | None = None) -> int:
     if len(args.runs) > 1 and args.out is None:
         print("kgitm report: error: several runs make one comparison page: give --out page.html", file=sys.stderr)
         return 2
-    from kgitm.cli.explain import overrides
-    from kgitm.cli.lightning import quiet_dependencies
-    from kgitm.cli.runs import RunLoadError
-    from kgitm.core.io import atomic_write_text
+    from kgitm.core.io import DataFormatError, atomic_write_text
+    from kgitm.models.run import RunFolderError
     from kgitm.viz.report import render_html, run_report
 
-    quiet_dependencies()
     start = time.perf_counter()
     reports = []
     for run in args.runs:
@@ -55,10 +52,10 @@ def main(argv: list[str] | None = None) -> int:
         try:
             reports.append(run_report(
                 run, split=args.split, queries=args.queries, seed=args.seed, failures_per_group=args.failures_per_group,
-                failure_pictures=args.failure_pictures, image_dir=args.image_dir,
-                extra=overrides(args.data_root, args.graph_store),
+                failure_pictures=args.failure_pictures, image_dir=args.image_dir, data_root=args.data_root,
+                graph_store=args.graph_store,
             ))
-        except (RunLoadError, ValueError) as err:
+        except (RunFolderError, DataFormatError, ValueError) as err:
             print(f"kgitm report: error: {run}: {err}", file=sys.stderr)
             return 2
     out = args.out or args.runs[0] / f"report_{args.split}.html"

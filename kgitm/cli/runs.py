@@ -12,7 +12,7 @@ import yaml
 from kgitm.cli.lightning import VOCAB_FILE, ConfigError, build_cli
 from kgitm.lit.datamodule import PrecompDataModule
 from kgitm.lit.module import MatchingModule
-from kgitm.eval.run import RunFolderError, run_files
+from kgitm.models.run import RunFolderError, run_files
 from kgitm.models.matching import EncodedSplit
 
 #: keys a saved ``kgitm fit|test`` config carries for its subcommand, not for the model or data.

@@ -1,4 +1,4 @@
-"""The alignment picture of one explained pair (:func:`kgitm.eval.explain.explain_pair`).
+"""The alignment picture of one explained pair (:func:`kgitm.models.explain.explain_pair`).
 
 Rows, each drawn when the explanation has what it shows:
 
@@ -253,7 +253,7 @@ def _wrap(line: str, width: int = 170) -> str:
 
 
 def draw_explanation(expl: dict[str, Any], path: str | Path | IO[bytes], *, dpi: int = 90) -> Any:
-    """Draw the picture of ``expl`` (:func:`kgitm.eval.explain.explain_pair`) to ``path`` (a PNG file,
+    """Draw the picture of ``expl`` (:func:`kgitm.models.explain.explain_pair`) to ``path`` (a PNG file,
     or a binary file object such as ``io.BytesIO``); returns ``path``."""
     import matplotlib
 

@@ -56,7 +56,8 @@ class RunReport:
     curves: dict[str, list[tuple[float, float]]]
     queries_t2i: list[dict[str, Any]] = field(default_factory=list)
     queries_i2t: list[dict[str, Any]] = field(default_factory=list)
-    failures: dict[str, dict[str, list[dict[str, Any]]]] = field(default_factory=dict)
+    #: ``{set: {"wrong": {group: [pair, ...]}, "totals": {group: pairs}}}`` for relation_swap / attribute_swap
+    failures: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
 
 
@@ -120,26 +121,27 @@ def _matcher_name(run: Path) -> str:
 
 
 class _Model:
-    """The run's model and data, loaded on first use (only what needs them pays for them)."""
+    """The run's model and data (:func:`kgitm.models.run.load_run_model`, no Lightning), loaded on first
+    use: only what needs them pays for them."""
 
-    def __init__(self, run: Path, extra: list[str]) -> None:
-        self.run, self.extra = run, extra
+    def __init__(self, run: Path, data_root: Optional[str], graph_store: Optional[str]) -> None:
+        self.run, self.data_root, self.graph_store = run, data_root, graph_store
         self._loaded = None
         self._encoded = None
 
     def get(self):
         if self._loaded is None:
-            from kgitm.cli.runs import open_run
+            from kgitm.models.run import load_run_model
 
-            self._loaded = open_run(self.run, self.extra)
+            self._loaded = load_run_model(self.run, data_root=self.data_root, graph_store=self.graph_store)
         return self._loaded
 
     def encoded(self, split: str):
         if self._encoded is None:
-            from kgitm.eval.explain import split_encodings
+            from kgitm.models.explain import split_encodings
 
-            task, dm = self.get()
-            self._encoded = split_encodings(task.model, dm, split)
+            model, data = self.get()
+            self._encoded = split_encodings(model, data, split)
         return self._encoded
 
 
@@ -173,11 +175,11 @@ def _group_of(name: str, row: dict[str, Any]) -> str:
 
 def _failures(model: _Model, split: str, *, per_group: int, pictures: int, image_dir: Optional[Path]) -> tuple[dict, list[str]]:
     """The diagnostic pairs the model got wrong, grouped; the first ``pictures`` of them explained."""
-    from kgitm.eval.explain import explain_pair
+    from kgitm.models.explain import explain_pair
     from kgitm.pipeline.diagnostics import PAIR_SETS
     from kgitm.viz.explain import draw_explanation
 
-    task, dm = model.get()
+    net, dm = model.get()
     loaders = {n: s for n, s in dm.diagnostic_loaders().items() if s["kind"] == "pairs"} if dm.hparams.test_split == split else {}
     if not loaders:
         return {}, [f"no relation-swap / attribute-swap sets for the {split} split (SynthScenes writes them under diagnostics/)"]
@@ -189,10 +191,10 @@ def _failures(model: _Model, split: str, *, per_group: int, pictures: int, image
             continue
         path = Path(dm.hparams.root) / "diagnostics" / f"{split}_{name}.jsonl"
         rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-        pos_img, pos = task.model.encode_caption_set(loaders[name]["positive"])
-        _, neg = task.model.encode_caption_set(loaders[name]["negative"])
-        s_pos = task.model.pair_scores(encoded.images, pos_img, pos)
-        s_neg = task.model.pair_scores(encoded.images, pos_img, neg)
+        pos_img, pos = net.encode_caption_set(loaders[name]["positive"])
+        _, neg = net.encode_caption_set(loaders[name]["negative"])
+        s_pos = net.pair_scores(encoded.images, pos_img, pos)
+        s_neg = net.pair_scores(encoded.images, pos_img, neg)
         groups: dict[str, list[dict]] = defaultdict(list)
         totals: dict[str, int] = defaultdict(int)
         for p, row in enumerate(rows):
@@ -207,14 +209,14 @@ def _failures(model: _Model, split: str, *, per_group: int, pictures: int, image
                 if drawn >= pictures:
                     break
                 for which in ("positive", "negative"):
-                    expl = explain_pair(task.model, dm, split=split, image=item["image"], text=item[which], encoded=encoded,
+                    expl = explain_pair(net, dm, split=split, image=item["image"], text=item[which], encoded=encoded,
                                         image_dir=image_dir)
                     buf = io.BytesIO()
                     draw_explanation(expl, buf, dpi=60)
                     item["pictures"].append((which, buf.getvalue()))
                 drawn += 1
-        out[name] = {g: groups[g] for g in sorted(groups, key=lambda g: (-len(groups[g]), g))}
-        out[name]["__totals__"] = dict(totals)  # type: ignore[assignment]
+        out[name] = {"wrong": {g: groups[g] for g in sorted(groups, key=lambda g: (-len(groups[g]), g))},
+                     "totals": dict(totals)}
     return out, []
 
 
@@ -227,7 +229,8 @@ def run_report(
     failures_per_group: int = 2,
     failure_pictures: int = 4,
     image_dir: Optional[Path] = None,
-    extra: Optional[list[str]] = None,
+    data_root: Optional[str] = None,
+    graph_store: Optional[str] = None,
 ) -> RunReport:
     """Gather the report of one run folder.
 
@@ -240,11 +243,12 @@ def run_report(
         failure_pictures: failures explained with pictures, in all (default 4; 0: none, the model is
             then loaded only when the run has no similarity matrix).
         image_dir: image files for the pictures (see ``kgitm explain --image-dir``).
-        extra: Lightning CLI overrides for loading the run (a moved ``--data.root``).
+        data_root: the data folder when it moved since training (``data.root``).
+        graph_store: the graph stores when they moved (``data.graph_store``).
     """
     run = Path(run)
     notes: list[str] = []
-    model = _Model(run, list(extra or []))
+    model = _Model(run, data_root, graph_store)
     results_path = run / f"results_{split}.json"
     results = json.loads(results_path.read_text()) if results_path.is_file() else None
     sims_path = run / f"sims_{split}.npy"
@@ -253,9 +257,9 @@ def run_report(
         sims = np.load(sims_path, mmap_mode="r")
         source = f"{sims_path.name}"
     else:
-        task, dm = model.get()
+        net, _ = model.get()
         encoded = model.encoded(split)
-        sims = task.model.similarity(encoded.images, encoded.captions).numpy()
+        sims = net.similarity(encoded.images, encoded.captions).numpy()
         source = "computed from the checkpoint (no " + sims_path.name + ")"
     captions = _captions_of(run, split, model, notes)
     if captions and len(captions) != sims.shape[1]:
@@ -295,19 +299,13 @@ def _captions_of(run: Path, split: str, model: _Model, notes: list[str]) -> list
     for rel in ("logs/config.yaml", "config.yaml"):
         if (run / rel).is_file():
             cfg = yaml.safe_load((run / rel).read_text(encoding="utf-8")) or {}
-            root = (cfg.get("data") or {}).get("root")
-            for extra_root in _override(model.extra, "--data.root"):
-                root = extra_root
+            root = model.data_root or (cfg.get("data") or {}).get("root")
             path = Path(str(root)) / f"{split}_caps.txt"
             if path.is_file():
                 return read_lines(path)
             notes.append(f"{path}: not found, captions not shown (pass --data-root)")
             return []
     return []
-
-
-def _override(args: list[str], flag: str) -> list[str]:
-    return [v for f, v in zip(args, args[1:]) if f == flag]
 
 
 # ---------------------------------------------------------------------------------------- plots
@@ -434,9 +432,8 @@ def _failures_html(rep: RunReport) -> str:
     if not rep.failures:
         return ""
     parts = []
-    for name, groups in rep.failures.items():
-        totals = groups.get("__totals__", {})
-        wrong = {g: v for g, v in groups.items() if g != "__totals__"}
+    for name, found in rep.failures.items():
+        totals, wrong = found["totals"], found["wrong"]
         n_wrong = sum(len(v) for v in wrong.values())
         by = "predicate" if name == "relation_swap" else "attribute pair"
         parts.append(f'<h3>{name.replace("_", "-")}: {n_wrong} of {sum(totals.values())} pairs wrong, by {by}</h3>')

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from kgitm.core.io import DataFormatError
 from kgitm.core.text import tokenize
 from kgitm.graphs.types import ParsedCaption
 from kgitm.models.matching import EncodedSplit, MatchingModel
@@ -85,21 +86,11 @@ def _spacy_model(dm: Any) -> Optional[str]:
     graphs = getattr(dm, "_graphs", None)
     if graphs is None:
         return None
-    folder = graphs.store_root / dm.hparams.test_split / "text"
     try:
-        prov = json.loads((folder / "provenance.json").read_text())
+        prov = json.loads((graphs.store_root / dm.hparams.test_split / "text" / "provenance.json").read_text())
     except (OSError, ValueError):
         return None
-    found = [v for k, v in _walk(prov) if k in ("spacy_model", "model", "name") and isinstance(v, str) and "core" in v]
-    return found[0] if found else None
-
-
-def _walk(tree: Any, key: str = ""):
-    if isinstance(tree, dict):
-        for k, v in tree.items():
-            yield from _walk(v, k)
-    else:
-        yield key, tree
+    return (prov.get("parser") or {}).get("spacy_model")
 
 
 @functools.lru_cache(maxsize=2)
@@ -241,7 +232,7 @@ def explain_pair(
     if stores is not None:
         try:
             graph = stores.image(split, image, dm.hparams.scene_graph_source)
-        except Exception:  # noqa: BLE001 - a run without visual stores still gets its picture
+        except (DataFormatError, FileNotFoundError):  # a run without visual stores still gets its picture
             graph = None
         if graph is not None:
             visual = _visual_graph(graph, batch.images.graph)

@@ -5,8 +5,8 @@
 the sizes the CLI links filled from the data and the run's vocabulary) and loads the checkpoint's
 ``model.*`` weights; :class:`RunData` opens the run's splits and builds datasets with the data
 config's settings, as :meth:`kgitm.lit.datamodule.PrecompDataModule.dataset` does (a test checks that
-both give the same pair). Training, ``kgitm test`` and ``kgitm report`` use the Lightning path
-(:func:`kgitm.cli.runs.load_run`).
+both give the same pair). ``kgitm explain`` and ``kgitm report`` use it; training and ``kgitm test`` use the
+Lightning path (:func:`kgitm.cli.runs.load_run`).
 
 A run folder (``runs/<experiment>/seed<seed>``) holds ``logs/config.yaml``, ``checkpoints/best.ckpt``
 (else ``last.ckpt``) and ``vocab.txt``.
@@ -30,6 +30,7 @@ from kgitm.data.precomp import PrecompSplit
 from kgitm.models.config import model_from_config
 from kgitm.models.matching import MatchingModel
 from kgitm.pipeline.dataset import CaptionImageDataset, CaptionSet, SceneGraphLimits
+from kgitm.pipeline.diagnostics import diagnostic_sets
 from kgitm.pipeline.graph_provider import GraphProvider
 
 __all__ = ["RUN_CHECKPOINTS", "RUN_CONFIGS", "RunData", "RunFolderError", "load_run_model", "run_files"]
@@ -111,6 +112,23 @@ class RunData:
 
     def _loader(self, ds: CaptionImageDataset, *, train: bool = False, workers: bool = False) -> DataLoader:
         return DataLoader(ds, batch_size=self.hparams.eval_batch_size, shuffle=False, collate_fn=ds.collator())
+
+    def diagnostic_loaders(self) -> dict[str, dict[str, Any]]:
+        """The test split's diagnostic sets as loaders, as
+        :meth:`kgitm.lit.datamodule.PrecompDataModule.diagnostic_loaders` gives them (``kgitm report``'s
+        failures; a test checks they agree with the accuracies of ``kgitm test``)."""
+        if not self.hparams.diagnostics:
+            return {}
+        split = self.open_split(self.hparams.test_split)
+        sets = diagnostic_sets(self.root, split.split, num_images=split.num_images, captions_per_image=split.captions_per_image)
+        out: dict[str, dict[str, Any]] = {}
+        for name, d in sets.items():
+            if d.kind == "pairs":
+                out[name] = {"kind": "pairs", "positive": self._loader(self.dataset(split, d.positive)),
+                             "negative": self._loader(self.dataset(split, d.negative))}
+            else:
+                out[name] = {"kind": "retrieval", "loader": self._loader(self.dataset(split, d.captions))}
+        return out
 
 
 def load_run_model(
