@@ -24,9 +24,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--queries", type=int, default=8, help="sampled queries per direction (default 8)")
     p.add_argument("--seed", type=int, default=0, help="seed of the query sample (default 0)")
     p.add_argument("--failures-per-group", type=int, default=2, help="failures listed per predicate / attribute pair (default 2)")
-    p.add_argument("--failure-pictures", type=int, default=4,
-                   help="failures explained with pictures, per run (default 4; -1: no failures section, and no model loaded "
-                        "when the run has its similarity matrix)")
+    p.add_argument("--failure-pictures", type=int, default=12,
+                   help="failures explained with pictures (true and swapped caption), per run, one per predicate / attribute "
+                        "pair before a second in any (default 12; -1: no failures section, and no model loaded when the run "
+                        "has its similarity matrix)")
     p.add_argument("--image-dir", type=Path, help="image files for the pictures (see kgitm explain)")
     p.add_argument("--data-root", help="the data folder, if it moved since training (data.root)")
     p.add_argument("--graph-store", help="the graph stores, if they moved since training (data.graph_store)")

@@ -218,7 +218,7 @@ def explain_pair(
     top_images = [{"image": int(i), "score": float(column[i]), "true": int(i) == image} for i in np.argsort(-column, kind="stable")[:top_k]]
     top_captions = [
         {"caption": int(j), "text": opened.captions[j] if j < opened.num_captions else caption_text, "score": float(row[j]),
-         "true": int(j) == target or (caption is None and j < opened.num_captions and j // k == image)}
+         "true": (j < opened.num_captions and j // k == image) or (caption is None and j == target)}
         for j in np.argsort(-row, kind="stable")[:top_k]
     ]
 

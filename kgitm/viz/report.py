@@ -59,6 +59,8 @@ class RunReport:
     #: ``{set: {"wrong": {group: [pair, ...]}, "totals": {group: pairs}}}`` for relation_swap / attribute_swap
     failures: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    #: failures listed per group (the rest are counted)
+    failures_per_group: int = 2
 
 
 def recall_curve(ranks: np.ndarray, max_k: int = MAX_K) -> np.ndarray:
@@ -204,17 +206,19 @@ def _failures(model: _Model, split: str, *, per_group: int, pictures: int, image
             groups[_group_of(name, row)].append(
                 {"pair": p, "image": int(row["image"]), "positive": row["positive"], "negative": row["negative"],
                  "positive_score": float(s_pos[p]), "negative_score": float(s_neg[p]), "pictures": []})
-        for group in sorted(groups, key=lambda g: (-len(groups[g]), g)):
-            for item in groups[group][:per_group]:
-                if drawn >= pictures:
-                    break
-                for which in ("positive", "negative"):
-                    expl = explain_pair(net, dm, split=split, image=item["image"], text=item[which], encoded=encoded,
-                                        image_dir=image_dir)
-                    buf = io.BytesIO()
-                    draw_explanation(expl, buf, dpi=60)
-                    item["pictures"].append((which, buf.getvalue()))
-                drawn += 1
+        order = sorted(groups, key=lambda g: (-len(groups[g]), g))
+        # pictures round-robin over the groups: every predicate / attribute pair gets one before any gets two
+        for rank in range(per_group):
+            for group in order:
+                if rank < len(groups[group]) and drawn < pictures:
+                    item = groups[group][rank]
+                    for which in ("positive", "negative"):
+                        expl = explain_pair(net, dm, split=split, image=item["image"], text=item[which], encoded=encoded,
+                                            image_dir=image_dir)
+                        buf = io.BytesIO()
+                        draw_explanation(expl, buf, dpi=60)
+                        item["pictures"].append((which, buf.getvalue()))
+                    drawn += 1
         out[name] = {"wrong": {g: groups[g] for g in sorted(groups, key=lambda g: (-len(groups[g]), g))},
                      "totals": dict(totals)}
     return out, []
@@ -227,7 +231,7 @@ def run_report(
     queries: int = 8,
     seed: int = 0,
     failures_per_group: int = 2,
-    failure_pictures: int = 4,
+    failure_pictures: int = 12,
     image_dir: Optional[Path] = None,
     data_root: Optional[str] = None,
     graph_store: Optional[str] = None,
@@ -240,8 +244,9 @@ def run_report(
         queries: sampled queries per direction (default 8).
         seed: seed of the query sample.
         failures_per_group: failures listed per predicate / attribute pair (default 2).
-        failure_pictures: failures explained with pictures, in all (default 4; 0: none, the model is
-            then loaded only when the run has no similarity matrix).
+        failure_pictures: failures explained with pictures (the true and the swapped caption), in all,
+            one per group before a second in any (default 12; ``0``: none; ``-1``: no failures section,
+            and the model is loaded only when the run has no similarity matrix).
         image_dir: image files for the pictures (see ``kgitm explain --image-dir``).
         data_root: the data folder when it moved since training (``data.root``).
         graph_store: the graph stores when they moved (``data.graph_store``).
@@ -286,7 +291,7 @@ def run_report(
         name=_run_name(run), path=str(run), split=split, matcher=_matcher_name(run), protocols=protocols,
         diagnostics=diagnostics, i2t_ranks=i2t, t2i_ranks=t2i, sims_source=source,
         curves=training_curves(run / "logs" / "metrics.csv"), queries_t2i=t2i_q, queries_i2t=i2t_q,
-        failures=failures, notes=notes,
+        failures=failures, notes=notes, failures_per_group=failures_per_group,
     )
 
 
@@ -440,7 +445,7 @@ def _failures_html(rep: RunReport) -> str:
         summary = "".join(f'<tr><td class="l">{html.escape(g)}</td><td>{len(v)}</td><td>{totals.get(g, 0)}</td></tr>' for g, v in wrong.items())
         parts.append(f'<table class="failures"><tr><th class="l">{by}</th><th>wrong</th><th>pairs</th></tr>{summary}</table>')
         for g, items in wrong.items():
-            for item in items:
+            for item in items[: rep.failures_per_group]:
                 pics = "".join(_img(png, f"{which} caption explained", cls="explain") for which, png in item["pictures"])
                 parts.append(
                     f'<details class="failure"{" open" if pics else ""}><summary>{html.escape(g)}: image {item["image"]}, '
