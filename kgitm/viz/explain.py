@@ -146,7 +146,6 @@ def _sgm_row(ax, expl: dict[str, Any]) -> None:
     text = expl.get("sgm_text_graph") or {"objects": [], "relations": []}
     visual = (expl.get("visual_scene_graph") or {}).get("slots") or {"objects": [], "relations": []}
     vnames = (expl.get("visual_scene_graph") or {}).get("objects", [])
-    regions = expl["regions"]
 
     def vobj(k: int) -> str:
         return vnames[k] if k < len(vnames) else f"r{visual['objects'][k]}"
@@ -190,7 +189,6 @@ def _sgm_row(ax, expl: dict[str, Any]) -> None:
         f"SGM correspondences: objects {al['object_score']:.3f}, relations {al['relation_score']:.3f} "
         "(left: caption's scene graph; right: image's)", fontsize=10,
     )
-    del regions
 
 
 def _graphs_row(axes, expl: dict[str, Any]) -> None:

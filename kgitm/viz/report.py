@@ -390,7 +390,7 @@ table{border-collapse:collapse;margin:8px 0;font-size:12px}td,th{border:1px soli
 th{background:#f0f0f0}td.l,th.l{text-align:left}tr.true td{background:#e5f5e0}
 .runs{display:grid;grid-template-columns:repeat(auto-fit,minmax(560px,1fr));gap:24px}
 .run{border:1px solid #ddd;padding:12px;border-radius:6px}
-img.plot{max-width:100%}img.explain{max-width:100%;border:1px solid #eee}
+img.plot{max-width:100%}.pair{display:flex;gap:6px}.pair img.explain{width:50%;border:1px solid #eee}
 .note{color:#8a6d3b;font-size:12px}.small{font-size:12px;color:#555}
 details{margin:6px 0}summary{cursor:pointer}
 """
@@ -447,6 +447,7 @@ def _failures_html(rep: RunReport) -> str:
         for g, items in wrong.items():
             for item in items[: rep.failures_per_group]:
                 pics = "".join(_img(png, f"{which} caption explained", cls="explain") for which, png in item["pictures"])
+                pics = f'<div class="pair">{pics}</div>' if pics else ""
                 parts.append(
                     f'<details class="failure"{" open" if pics else ""}><summary>{html.escape(g)}: image {item["image"]}, '
                     f'true “{html.escape(item["positive"])}” {item["positive_score"]:.4f} vs swapped '
