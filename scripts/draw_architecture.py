@@ -19,7 +19,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 #: the layers in pipeline order; a layer may import the ones before it, never the ones after
-LAYERS = ("core", "data", "graphs", "knowledge", "pipeline", "encoders", "matchers", "eval", "models", "lit", "cli")
+LAYERS = ("core", "data", "graphs", "knowledge", "pipeline", "encoders", "matchers", "eval", "models", "lit", "convert", "cli")
 
 
 def layer_of(module: str) -> str | None:

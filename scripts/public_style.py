@@ -1,9 +1,11 @@
-"""Similarity loops written like the public code of SCAN and GSMN, the baselines of the speed benchmarks.
+"""Similarity loops written like the public code of SCAN, GSMN and SGRAF, the baselines of the speed benchmarks.
 
-SCAN's ``xattn_score_t2i`` / ``xattn_score_i2t`` and GSMN's ``TextualGraph`` / ``VisualGraph`` score one
-caption at a time against a set of images, inside ``shard_xattn``'s image x caption shards at evaluation
+SCAN's ``xattn_score_t2i`` / ``xattn_score_i2t``, GSMN's ``TextualGraph`` / ``VisualGraph`` and SGRAF's
+``EncoderSimilarity.forward`` score one caption at a time against a set of images, inside ``shard_xattn``'s
+(SGRAF: ``shard_attn_scores``') image x caption shards at evaluation
 (https://github.com/kuanghuei/SCAN ``model.py``/``evaluation.py``; https://github.com/CrossmodalGroup/GSMN
-``model.py``), and over the whole batch in training (one shard). The functions here do the same steps
+``model.py``; https://github.com/Paranioar/SGRAF ``model.py``/``evaluation.py``), and over the whole batch in
+training (one shard). The functions here do the same steps
 with this repository's matcher parameters, so the benchmarks (``bench_similarity.py``,
 ``bench_train_step.py``) compare the same numbers computed two ways. Written for this repository from
 reading the releases, not copied.
@@ -17,6 +19,7 @@ import torch.nn.functional as F
 from kgitm.core.types import EncodedCaptions, EncodedImages
 from kgitm.matchers.gsmn import GSMNMatcher
 from kgitm.matchers.scan import SCANMatcher
+from kgitm.matchers.sgraf import SGRAFMatcher
 
 
 def _cosine(x1: torch.Tensor, x2: torch.Tensor, dim: int, eps: float = 1e-8) -> torch.Tensor:
@@ -104,4 +107,42 @@ def loop_gsmn(matcher: GSMNMatcher, images: EncodedImages, captions: EncodedCapt
             h_v = torch.einsum("nikj,njkh->nikh", kernel, y).reshape(ni, r, -1)
             i2t = matcher.visual_mlp(h_v).squeeze(-1).mean(1)
             out[rows, k - ks.start] = t2i + i2t
+    return out
+
+
+def _l2(x: torch.Tensor, dim: int = -1, eps: float = 1e-8) -> torch.Tensor:
+    return x / x.norm(dim=dim, keepdim=True).clamp_min(eps)
+
+
+def loop_sgraf(matcher: SGRAFMatcher, images: EncodedImages, captions: EncodedCaptions, ks: range, shard: int):
+    """SGRAF's ``shard_attn_scores`` + ``EncoderSimilarity.forward``: every region valid; per image shard the
+    images' self-attention global vectors, then per caption its global vector and its local alignments
+    with all images of the shard at once, every SGR step over every node (or SAF), the sigmoid score."""
+    n = images.features.shape[0]
+    lengths = captions.mask.sum(1)
+    out = torch.empty(n, len(ks))
+    for rows, caps in _shards(n, ks, shard):
+        img = images.features[rows]
+        ni = img.shape[0]
+        img_glo = matcher.v_global_w(img, torch.ones(img.shape[:2], dtype=torch.bool, device=img.device))
+        for k in caps:
+            lk = int(lengths[k])
+            cap_i = captions.features[k, :lk].unsqueeze(0)
+            cap = cap_i.repeat(ni, 1, 1)  # (n, L_k, d)
+            cap_glo = matcher.t_global_w(cap_i, torch.ones(1, lk, dtype=torch.bool, device=cap_i.device))
+            context, _ = _func_attention(cap, img, matcher.lambda_softmax)
+            sim_loc = _l2(matcher.sim_tranloc_w((_l2(context) - cap) ** 2))
+            sim_glo = _l2(matcher.sim_tranglo_w((img_glo - cap_glo) ** 2))
+            sim_emb = torch.cat([sim_glo.unsqueeze(1), sim_loc], 1)  # (n, 1 + L_k, K)
+            if matcher.module == "SGR":
+                for step in matcher.SGR_module:
+                    edge = torch.softmax(torch.bmm(step.graph_query_w(sim_emb), step.graph_key_w(sim_emb).transpose(1, 2)), dim=-1)
+                    sim_emb = torch.relu(step.sim_graph_w(torch.bmm(edge, sim_emb)))
+                sim_vec = sim_emb[:, 0]
+            else:
+                saf = matcher.SAF_module
+                attn = torch.sigmoid(saf.bn(saf.attn_sim_w(sim_emb).transpose(1, 2)))  # (n, 1, 1 + L_k)
+                attn = attn / attn.abs().sum(-1, keepdim=True)
+                sim_vec = _l2(torch.bmm(attn, sim_emb).squeeze(1))
+            out[rows, k - ks.start] = torch.sigmoid(matcher.sim_eval_w(sim_vec)).squeeze(-1)
     return out

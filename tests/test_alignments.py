@@ -10,6 +10,7 @@ import torch
 import kgitm.matchers.gsmn as gsmn_module
 import kgitm.matchers.scan as scan_module
 import kgitm.matchers.sgm as sgm_module
+import kgitm.matchers.sgraf as sgraf_module
 from test_matcher_contract import CONTRACT, IDS
 
 
@@ -45,12 +46,12 @@ def test_the_score_of_the_alignments_is_the_score_of_forward(case):
         matcher.alignments(block_images, block_captions.index(slice(0, 1)))
 
 
-@pytest.mark.parametrize("case", [c for c in CONTRACT if c.name.startswith(("scan", "gsmn"))], ids=lambda c: c.name)
+@pytest.mark.parametrize("case", [c for c in CONTRACT if c.name.startswith(("scan", "gsmn", "sgraf"))], ids=lambda c: c.name)
 def test_attention_is_the_one_forward_computed(case, monkeypatch):
     matcher = case.build().eval()
     base = getattr(matcher, "base", matcher)
     images, captions = _pair(case)
-    module = gsmn_module if base.__class__.__name__ == "GSMNMatcher" else scan_module
+    module = {"GSMNMatcher": gsmn_module, "SGRAFMatcher": sgraf_module}.get(type(base).__name__, scan_module)
     rec = _Recorder(module.cross_attention)
     monkeypatch.setattr(module, "cross_attention", rec)
     with torch.no_grad():
@@ -58,11 +59,11 @@ def test_attention_is_the_one_forward_computed(case, monkeypatch):
         hooked = [c[2] for c in rec.calls]
         out = matcher.alignments(images, captions)
     l, r = int(captions.mask[0].sum()), int(images.mask[0].sum())
-    if module is scan_module:
-        (att,) = hooked  # (P, C, S, Q): one context owner, one query owner
-        key = "word_region_attention" if base.direction == "t2i" else "region_word_attention"
+    if module is not gsmn_module:
+        (att,) = hooked  # (P, C, S, Q): one context owner, one query owner (SGRAF: its t2i layout)
+        key = "region_word_attention" if getattr(base, "direction", "t2i") == "i2t" else "word_region_attention"
         torch.testing.assert_close(out[key], att[0, :, 0, :].t(), atol=0, rtol=0)
-        rows = out[key][: (l if base.direction == "t2i" else r)]
+        rows = out[key][: (r if key == "region_word_attention" else l)]
     else:
         att_t2i, att_i2t = hooked  # (N, M, L, R) and (M, L, N, R), the layouts of GSMN's forward
         torch.testing.assert_close(out["word_region_attention"], att_t2i[0, 0], atol=0, rtol=0)

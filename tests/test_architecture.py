@@ -1,5 +1,5 @@
 """The layers of kgitm import forward only (core -> data -> graphs -> knowledge -> pipeline -> encoders
--> matchers -> eval -> models -> lit -> cli), and the foundation imports nothing of kgitm."""
+-> matchers -> eval -> models -> lit -> convert -> cli), and the foundation imports nothing of kgitm."""
 
 from __future__ import annotations
 

@@ -19,6 +19,7 @@ import torch
 import kgitm.matchers.gsmn as gsmn_module
 import kgitm.matchers.scan as scan_module
 import kgitm.matchers.sgm as sgm_module
+import kgitm.matchers.sgraf as sgraf_module
 from kgitm.cli import main
 
 REPO = Path(__file__).resolve().parents[1]
@@ -35,6 +36,7 @@ RUNS: dict[str, tuple[str, list[str]]] = {
     "scan_i2t": ("scan_i2t_synthscenes.yaml", []),
     "gsmn_sparse": ("gsmn_sparse_synthscenes.yaml", ["--model.matcher.init_args.num_blocks", "4"]),
     "sgm": ("sgm_synthscenes.yaml", []),
+    "sgraf_sgr": ("sgraf_sgr_synthscenes.yaml", []),
 }
 if HAS_WORDNET:
     RUNS["sgm_wordnet"] = ("sgm_synthscenes.yaml", ["--model.knowledge", str(KNOWLEDGE / "wordnet.yaml")])
@@ -105,6 +107,7 @@ def test_explain_writes_the_picture_and_the_matchers_own_alignments(runs, name, 
     hooks = {"scan": _Recorder(scan_module.cross_attention), "gsmn": _Recorder(gsmn_module.cross_attention),
              "sgm": _Recorder(sgm_module._best_match_mean)}
     monkeypatch.setattr(scan_module, "cross_attention", hooks["scan"])
+    monkeypatch.setattr(sgraf_module, "cross_attention", hooks["scan"])  # SGRAF's local alignments: SCAN's attention
     monkeypatch.setattr(gsmn_module, "cross_attention", hooks["gsmn"])
     monkeypatch.setattr(sgm_module, "_best_match_mean", hooks["sgm"])
     out = tmp_path / f"{name}.png"
@@ -123,7 +126,7 @@ def test_explain_writes_the_picture_and_the_matchers_own_alignments(runs, name, 
         assert torch.equal(torch.tensor(al["word_region_attention"]), att_t2i[0, 0])
         assert torch.equal(torch.tensor(al["region_word_attention"]), att_i2t[0, :, 0, :].t())
         assert len(al["word_score"]) == len(expl["words"]) and len(al["region_score"]) == 8
-    elif name.startswith("scan"):
+    elif name.startswith(("scan", "sgraf")):
         att = hooks["scan"].values[0][0, :, 0, :].t()  # (P, C, S, Q) -> queries by context items
         key = "region_word_attention" if name == "scan_i2t" else "word_region_attention"
         assert torch.equal(torch.tensor(al[key]), att)

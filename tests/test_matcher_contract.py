@@ -14,6 +14,7 @@ per-pair reference written from the paper's formulas). Every entry must:
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Callable
 
@@ -22,6 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from kgitm.core.types import EncodedCaptions, EncodedImages
+from kgitm.encoders.pooling import GPO
 from kgitm.eval.similarity import compute_similarity
 from kgitm.knowledge import NoKnowledge
 from kgitm.knowledge.module import KnowledgeModule
@@ -31,6 +33,7 @@ from kgitm.matchers.global_embedding import GlobalEmbeddingMatcher
 from kgitm.matchers.sgm import SGM
 from test_matchers import SCAN_SETTINGS, gsmn, make_captions, make_images, naive_gsmn, naive_scan, perturb_padding, scan
 from test_sgm import naive_scores as naive_sgm
+from test_sgraf import naive_sgraf, sgraf
 
 D = 16
 TOL = 1e-5
@@ -88,15 +91,38 @@ def sgm_inputs(n: int, m: int, *, seed: int, **kw):
 # ---------------------------------------------------------------------------- naive references
 
 
+def naive_gpo(gpo: GPO, x: torch.Tensor) -> torch.Tensor:
+    """VSE-infinity's GPO on the ``n`` valid features of one item, from the paper's formula: each dimension
+    sorted in descending order, weighted by softmax(w . BiGRU(PE(0..n-1)) / tau), directions averaged;
+    the encodings written out element by element, the GRU run on this item alone (no packing)."""
+    n = x.shape[0]
+    pe = torch.tensor([[math.sin(k / 10000 ** (i / gpo.pe_dim)) if i % 2 == 0 else math.cos(k / 10000 ** ((i - 1) / gpo.pe_dim))
+                        for i in range(gpo.pe_dim)] for k in range(n)])
+    out, _ = gpo.gru(pe.unsqueeze(0))
+    h = out[0, :, : gpo.hidden_dim] / 2 + out[0, :, gpo.hidden_dim :] / 2
+    theta = torch.softmax(gpo.linear(h).squeeze(-1) / gpo.temperature, 0)
+    return (x.sort(0, descending=True).values * theta.unsqueeze(1)).sum(0)
+
+
+def _naive_pool(how: str, x: torch.Tensor, pool) -> torch.Tensor:
+    if how == "mean":
+        return x.mean(0)
+    if how == "max":
+        return x.max(0).values
+    if how == "last":
+        return x[-1]
+    return naive_gpo(pool, x)
+
+
 def naive_global(matcher: GlobalEmbeddingMatcher, images: EncodedImages, captions: EncodedCaptions) -> torch.Tensor:
+    def pool(x: torch.Tensor) -> torch.Tensor:
+        return F.normalize(x, dim=0) if matcher.normalize else x
+
     out = torch.zeros(len(images), len(captions))
     for i in range(len(images)):
-        v = images.features[i][images.mask[i]]
-        v = (v.mean(0) if matcher.pooling == "mean" else v.max(0).values)
+        v = pool(_naive_pool(matcher.pooling, images.features[i][images.mask[i]], matcher.image_pool))
         for j in range(len(captions)):
-            t = captions.features[j][captions.mask[j]]
-            t = (t.mean(0) if matcher.pooling == "mean" else t.max(0).values)
-            out[i, j] = F.normalize(v, dim=0) @ F.normalize(t, dim=0)
+            out[i, j] = v @ pool(_naive_pool(matcher.caption_pooling, captions.features[j][captions.mask[j]], matcher.caption_pool))
     return out
 
 
@@ -144,6 +170,11 @@ def _sgm(**kw) -> SGM:
     return SGM(D, **kw)
 
 
+def _gpo() -> GlobalEmbeddingMatcher:
+    torch.manual_seed(0)
+    return GlobalEmbeddingMatcher("gpo")
+
+
 def _fused() -> KnowledgeFusedMatcher:
     torch.manual_seed(0)
     k = KnowledgeModule(NoKnowledge(vocabulary=["dog", "man", "car"]), mode="consensus", feature_dim=8, hidden_dim=12)
@@ -154,13 +185,21 @@ def _fused() -> KnowledgeFusedMatcher:
 CONTRACT: list[Case] = [
     Case("vsepp-mean", lambda: GlobalEmbeddingMatcher("mean"), plain_inputs, naive_global),
     Case("vsepp-max", lambda: GlobalEmbeddingMatcher("max"), plain_inputs, naive_global),
+    Case("vsepp-release", lambda: GlobalEmbeddingMatcher("mean", caption_pooling="last"), plain_inputs, naive_global),
+    Case("vse0-release", lambda: GlobalEmbeddingMatcher("mean", caption_pooling="last", normalize=False), plain_inputs, naive_global),
+    Case("vse-infty-gpo", _gpo, plain_inputs, naive_global),
     *[Case(f"scan-{s['direction']}-{s['aggregation']}", lambda s=s: scan(s), plain_inputs, naive_scan_of) for s in SCAN_SETTINGS],
     Case("gsmn-sparse", lambda: gsmn("sparse"), plain_inputs, naive_gsmn),
     Case("gsmn-dense", lambda: gsmn("dense"), plain_inputs, naive_gsmn),
+    Case("gsmn-release-forward", lambda: gsmn("dense", messages="own", text_conv_bias=True, angle_convention="gsmn_release"),
+         plain_inputs, naive_gsmn),
     Case("gsmn-sparse-precision", lambda: gsmn("sparse", kernel_style="precision"), plain_inputs, naive_gsmn),
     Case("sgm", lambda: _sgm(num_layers=1), sgm_inputs, naive_sgm),
     Case("sgm-update-objects", lambda: _sgm(num_layers=2, update_objects=True, rho=0.5), sgm_inputs, naive_sgm),
     Case("scan+knowledge-consensus", _fused, plain_inputs, naive_fused),
+    Case("sgraf-sgr", lambda: sgraf("SGR"), plain_inputs, naive_sgraf),
+    Case("sgraf-sgr-1-step", lambda: sgraf("SGR", sgr_step=1), plain_inputs, naive_sgraf),
+    Case("sgraf-saf", lambda: sgraf("SAF"), plain_inputs, naive_sgraf),
 ]
 IDS = [c.name for c in CONTRACT]
 

@@ -84,6 +84,10 @@ def naive_scan_pair(v, e, *, direction, lambda_softmax, aggregation, lambda_lse,
     rel = F.cosine_similarity(query, attended, dim=1)
     if aggregation == "lse":
         return torch.log(torch.exp(lambda_lse * rel).sum()) / lambda_lse
+    if aggregation == "max":
+        return rel.max()
+    if aggregation == "sum":
+        return rel.sum()
     return rel.mean()
 
 
@@ -123,12 +127,15 @@ def naive_gsmn_pair(mt: GSMNMatcher, v, boxes, e, adj):
     A = torch.softmax(logits, dim=1)
     h_t = torch.zeros(L, mt.text_conv.out_features)
     for i in range(L):
+        if mt.messages == "own":  # the release: every edge carries node i's own vector; weights sum to one
+            h_t[i] = mt.text_conv(x_t[i])
+            continue
         for j in range(L):
             h_t[i] += A[i, j] * (mt.text_conv.weight @ x_t[j])
     s_t2i = mt.text_mlp(h_t).mean()
     # visual graph: Gaussian kernels over the polar coordinates of this image's own boxes
     R = v.shape[0]
-    coords = polar_pseudo_coordinates(boxes[None])[0]  # (R', R', 2)
+    coords = polar_pseudo_coordinates(boxes[None], convention=mt.angle_convention)[0]  # (R', R', 2)
     hk = mt.visual_conv.out_features // k
     W = mt.visual_conv.weight.view(k, hk, nb)
     h_v = torch.zeros(R, k, hk)
@@ -152,7 +159,10 @@ def naive_gsmn_pair(mt: GSMNMatcher, v, boxes, e, adj):
             weights[..., kk] = w / w.sum(1, keepdim=True)
     for kk in range(k):
         for i in range(R):
-            h_v[i, kk] = W[kk] @ (weights[i, :, kk] @ x_v)
+            if mt.messages == "own":  # the release: sum_j w_k(u_ij) x_i
+                h_v[i, kk] = W[kk] @ (weights[i, :, kk].sum() * x_v[i])
+            else:
+                h_v[i, kk] = W[kk] @ (weights[i, :, kk] @ x_v)
     s_i2t = mt.visual_mlp(h_v.reshape(R, -1)).mean()
     return s_t2i + s_i2t
 
@@ -184,6 +194,8 @@ SCAN_SETTINGS = [
     dict(direction="t2i", lambda_softmax=9.0, aggregation="mean", lambda_lse=6.0),
     dict(direction="i2t", lambda_softmax=4.0, aggregation="lse", lambda_lse=5.0),
     dict(direction="i2t", lambda_softmax=4.0, aggregation="mean", lambda_lse=5.0),
+    dict(direction="t2i", lambda_softmax=9.0, aggregation="max", lambda_lse=6.0),  # the release's --agg_func Max / Sum
+    dict(direction="i2t", lambda_softmax=4.0, aggregation="sum", lambda_lse=5.0),
 ]
 
 

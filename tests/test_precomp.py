@@ -3,6 +3,7 @@ names the file and the mismatch."""
 
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 
 import numpy as np
@@ -65,8 +66,8 @@ def test_empty_caption_file(tmp_path):
 
 def test_wrong_shapes(tmp_path):
     write_split(tmp_path)
-    np.save(tmp_path / "test_ims.npy", np.zeros((3, 4), np.float32))
-    with pytest.raises(DataFormatError, match=r"test_ims.npy: expected shape \(images, regions, dim\), found \(3, 4\)"):
+    np.save(tmp_path / "test_ims.npy", np.zeros((3, 4, 5, 6), np.float32))
+    with pytest.raises(DataFormatError, match=r"test_ims.npy: expected shape \(images, regions, dim\) or \(images, dim\), found \(3, 4, 5, 6\)"):
         PrecompSplit(tmp_path, "test")
     write_split(tmp_path)
     np.save(tmp_path / "test_ims_bbx.npy", np.zeros((3, 5, 4), np.float32))
@@ -224,3 +225,15 @@ def test_mostly_empty_images_are_measured(tmp_path):
     x[:7] = 0
     np.save(tmp_path / "test_ims.npy", x)
     assert PrecompSplit(tmp_path, "test").empty_image_fraction() == pytest.approx(0.7)
+
+
+def test_one_vector_per_image_is_one_region(tmp_path):
+    """VSE++'s precomp release: ``{split}_ims.npy`` of shape (N, D), read as (N, 1, D), also in workers."""
+    write_split(tmp_path, boxes=False)
+    feats = np.random.default_rng(0).random((3, 7)).astype(np.float32)
+    np.save(tmp_path / "test_ims.npy", feats)
+    split = PrecompSplit(tmp_path, "test")
+    assert split.images.shape == (3, 1, 7) and split.num_regions == 1 and split.feature_dim == 7
+    np.testing.assert_array_equal(split.read_images(np.array([2, 0]))[:, 0], feats[[2, 0]])
+    again = pickle.loads(pickle.dumps(split))
+    np.testing.assert_array_equal(again.read_images(np.array([1]))[:, 0], feats[[1]])

@@ -31,7 +31,7 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 EXPERIMENTS = REPO / "configs" / "experiment"
 RECIPES = sorted([*EXPERIMENTS.glob("*_f30k.yaml"), *EXPERIMENTS.glob("*_coco.yaml")])
-METHODS = ("vsepp", "scan_t2i", "scan_i2t", "gsmn_dense", "gsmn_sparse", "sgm")
+METHODS = ("vsepp", "vse_infty", "scan_t2i", "scan_i2t", "gsmn_dense", "gsmn_sparse", "sgm", "sgraf_saf", "sgraf_sgr")
 DATA_SETS = {"f30k": ("train", "dev", "test"), "coco": ("train", "dev", "testall")}
 IMAGES = {"train": 12, "dev": 4, "test": 4, "testall": 4}
 REGIONS, FEATURE_DIM, CAPTIONS_PER_IMAGE = 36, 2048, 5
@@ -201,6 +201,19 @@ def test_recipe_instantiates_and_trains(recipe: Path, precomp, tmp_path, monkeyp
     for key, value in model["matcher"]["init_args"].items():  # parsed as written, and kept by the matcher where it stores it
         for got in (parsed[key], getattr(task.matcher, key, value)):
             assert (got == value) if not isinstance(value, float) else math.isclose(got, value), (key, got, value)
+    image_args = model["image_encoder"].get("init_args", {})
+    for key, value in image_args.items():  # the image encoder's values (VSE-infinity's MLP branch among them)
+        if key in ("normalize_input", "normalize", "residual_mlp"):
+            assert getattr(task.image_encoder, key) == value, (key, value)
+    if image_args.get("residual_mlp"):
+        assert task.image_encoder.mlp.layers[0].out_features == image_args.get("mlp_hidden_dim", model["embed_dim"] // 2)
+        assert len(task.image_encoder.mlp.layers) == image_args["mlp_layers"]
+    if parsed.get("pooling") == "gpo":  # one GPO per modality, with the recipe's sizes and temperature
+        for pool in (task.matcher.image_pool, task.matcher.caption_pool):
+            assert (pool.pe_dim, pool.hidden_dim) == (parsed["gpo_pe_dim"], parsed["gpo_hidden_dim"])
+            assert math.isclose(pool.temperature, parsed["gpo_temperature"])
+    if "normalize" in text_args:
+        assert task.text_encoder.normalize == text_args["normalize"]
     hinge = task.term("retrieval")
     loss_args = model["loss"][0]["init_args"]
     assert math.isclose(hinge.margin, loss_args["margin"]) and hinge.hinge.max_violation == loss_args["max_violation"]
@@ -210,7 +223,9 @@ def test_recipe_instantiates_and_trains(recipe: Path, precomp, tmp_path, monkeyp
     assert cli.trainer.gradient_clip_val == trainer_cfg["gradient_clip_val"]
     optimizers = task.configure_optimizers()
     opt, sched = optimizers["optimizer"], optimizers["lr_scheduler"]
-    assert math.isclose(opt.param_groups[0]["lr"], model["optimizer"]["init_args"]["lr"])
+    assert type(opt).__name__ == model["optimizer"]["class_path"].rsplit(".", 1)[1]
+    for key, value in model["optimizer"]["init_args"].items():
+        assert math.isclose(opt.param_groups[0][key], value), (key, opt.param_groups[0][key], value)
     assert (sched.step_size, sched.gamma) == (model["lr_scheduler"]["init_args"]["step_size"], model["lr_scheduler"]["init_args"]["gamma"])
 
     # two optimiser steps and one validation pass through the real Trainer

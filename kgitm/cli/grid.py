@@ -353,7 +353,7 @@ def main(argv: list[str] | None = None) -> int:
         prog="kgitm grid",
         description="Run a grid of matchers x knowledge sources x seeds (each cell: kgitm fit, then kgitm test on "
         "each evaluation split), skipping finished work, then write results_{split}.csv, summary_{split}.md "
-        "(mean ± sd and a 95%% interval over seeds) and summary_{split}.png.",
+        "(mean ± sd and a 95% interval over seeds) and summary_{split}.png.",
         epilog="The grid file format is documented in kgitm/cli/grid.py and configs/grid/*.yaml. Choose settings on "
         "dev (--splits dev), then run test once.",
     )

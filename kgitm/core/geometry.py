@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import math
+from typing import Literal
 
 import torch
 from torch import Tensor
@@ -35,12 +36,15 @@ def rotate_boxes(boxes: Tensor) -> Tensor:
     return 1.0 - boxes[..., [2, 3, 0, 1]]
 
 
-def polar_pseudo_coordinates(boxes: Tensor) -> Tensor:
+def polar_pseudo_coordinates(boxes: Tensor, *, convention: Literal["kgitm", "gsmn_release"] = "kgitm") -> Tensor:
     """GSMN's pseudo-coordinates between every ordered pair of boxes.
 
     For boxes ``i`` and ``j`` with centres ``c_i, c_j`` (in image-normalised coordinates) returns
-    ``(rho, theta)``: ``rho = ||c_j - c_i||`` and ``theta = atan2(dy, dx)`` scaled to ``[-1, 1]``
-    by dividing by pi.
+    ``(rho, theta)``: ``rho = ||c_j - c_i||`` and ``theta = atan2(dy, dx)`` of ``d = c_j - c_i``
+    (``convention="kgitm"``), scaled to ``[-1, 1]`` by dividing by pi. ``convention="gsmn_release"``
+    is the public release's angle (``graph_model.py`` ``_compute_pseudo``): ``atan2(x_i - x_j, y_i - y_j)``,
+    arguments in the other order and the vector from ``j`` to ``i``; it is ``-atan2(dy, dx) - pi/2``
+    except for coincident centres, where both are 0.
 
     Shapes:
         boxes: ``(N, R, 4)`` normalised corners. Output: ``(N, R, R, 2)``.
@@ -48,7 +52,13 @@ def polar_pseudo_coordinates(boxes: Tensor) -> Tensor:
     centre = torch.stack([(boxes[..., 0] + boxes[..., 2]) / 2, (boxes[..., 1] + boxes[..., 3]) / 2], -1)
     delta = centre.unsqueeze(1) - centre.unsqueeze(2)  # [n, i, j] = c_j - c_i
     rho = delta.norm(dim=-1)
-    theta = torch.atan2(delta[..., 1], delta[..., 0]) / math.pi
+    if convention == "gsmn_release":
+        away = centre.unsqueeze(2) - centre.unsqueeze(1)  # [n, i, j] = c_i - c_j, as the release subtracts
+        theta = torch.atan2(away[..., 0], away[..., 1]) / math.pi
+    elif convention == "kgitm":
+        theta = torch.atan2(delta[..., 1], delta[..., 0]) / math.pi
+    else:
+        raise ValueError(f"polar_pseudo_coordinates: convention must be 'kgitm' or 'gsmn_release', got {convention!r}")
     return torch.stack([rho, theta], dim=-1)
 
 

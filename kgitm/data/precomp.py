@@ -3,6 +3,8 @@
 Per split, under one folder:
 
 - ``{split}_ims.npy``       float ``(N, R, D)`` region features, memory-mapped, never fully loaded;
+  or ``(N, D)``, one vector per image (VSE++'s precomp release: 4096-d VGG/ResNet features), read as
+  ``R = 1`` region;
 - ``{split}_caps.txt``      ``k * N`` captions, those of image ``i`` on lines ``k*i .. k*i+k-1``;
 - ``{split}_ids.txt``       optional, ``N`` image ids;
 - ``{split}_ims_bbx.npy``   optional, ``(N, R, 4)`` pixel corners ``x1, y1, x2, y2``;
@@ -40,6 +42,13 @@ def _load_array(path: Path, *, mmap: bool) -> np.ndarray:
         raise DataFormatError(f"{path}: not a readable .npy array ({e})") from None
     except OSError as e:
         raise DataFormatError(f"{path}: cannot read ({e})") from None
+
+
+def _load_features(path: Path) -> np.ndarray:
+    """The memory-mapped features, ``(N, R, D)``; a ``(N, D)`` file (one vector per image) is viewed as
+    ``(N, 1, D)`` (a view of the same map, nothing is read)."""
+    images = _load_array(path, mmap=True)
+    return images[:, None, :] if images.ndim == 2 else images
 
 
 #: bytes read at a time by :func:`scan_finite`
@@ -91,7 +100,7 @@ def _scan_file(path: Path, shape: tuple[int, ...], dtype: np.dtype, chunk_bytes:
         header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
         _, fortran, _ = header(f)
         if fortran:  # rare; fall back to the memory map, image by image
-            data = np.load(path, mmap_mode="r")
+            data = np.load(path, mmap_mode="r").reshape(shape)  # (N, D) files as (N, 1, D)
             blocks = ((i, np.asarray(data[i : i + 1])) for i in range(shape[0]))
         else:
             step = max(1, chunk_bytes // max(1, per_image * dtype.itemsize))
@@ -121,7 +130,7 @@ class PrecompSplit:
         check_finite: scan the features for NaN/inf (:func:`scan_finite`; once per file version).
 
     Attributes:
-        images: memory-mapped ``(N, R, D)`` features.
+        images: memory-mapped ``(N, R, D)`` features (``R = 1`` for a file of one vector per image).
         captions: ``k * N`` caption strings.
         boxes: ``(N, R, 4)`` pixel boxes or ``None``; sizes: ``(N, 2)`` or ``None``.
     """
@@ -142,9 +151,11 @@ class PrecompSplit:
         ims_path = self.root / f"{self.split}_ims.npy"
         if not ims_path.exists():
             raise DataFormatError(f"{ims_path}: missing; expected the {self.split!r} split's region features here")
-        self.images = _load_array(ims_path, mmap=True)
+        self.images = _load_features(ims_path)
         if self.images.ndim != 3:
-            raise DataFormatError(f"{ims_path}: expected shape (images, regions, dim), found {self.images.shape}")
+            raise DataFormatError(
+                f"{ims_path}: expected shape (images, regions, dim) or (images, dim), found {self.images.shape}"
+            )
         if not np.issubdtype(self.images.dtype, np.floating):
             raise DataFormatError(f"{ims_path}: expected floating-point features, found dtype {self.images.dtype}")
         n = self.images.shape[0]
@@ -257,7 +268,7 @@ class PrecompSplit:
 
     def __setstate__(self, state: dict) -> None:
         self.__dict__.update(state)
-        self.images = _load_array(self.root / f"{self.split}_ims.npy", mmap=True)
+        self.images = _load_features(self.root / f"{self.split}_ims.npy")
         self.boxes = _load_array(self.root / f"{self.split}_ims_bbx.npy", mmap=True) if state["boxes"] else None
 
     @property

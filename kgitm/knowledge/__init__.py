@@ -12,7 +12,7 @@ from kgitm.knowledge.conceptnet import ConceptNetKnowledge
 from kgitm.knowledge.cooccurrence import CooccurrenceKnowledge
 from kgitm.knowledge.cvse import CVSEKnowledge
 from kgitm.knowledge.cvse_adjacency import cvse_normalize
-from kgitm.knowledge.safe_pickle import CorruptPickleError, UnsafePickleError, safe_load
+from kgitm.core.safe_pickle import CorruptPickleError, UnsafePickleError, safe_load
 from kgitm.knowledge.simple import NoKnowledge, UnionKnowledge
 from kgitm.knowledge.wordnet_knowledge import WordNetKnowledge
 

@@ -10,7 +10,7 @@ import numpy as np
 
 from kgitm.knowledge.base import ConceptGraph, KnowledgeSource, concept_key
 from kgitm.knowledge.cvse_adjacency import cvse_normalize, load_cvse_counts
-from kgitm.knowledge.safe_pickle import safe_load
+from kgitm.core.safe_pickle import safe_load
 
 __all__ = ["CVSEKnowledge", "CVSEFiles", "find_cvse_files"]
 
@@ -52,7 +52,7 @@ def find_cvse_files(root: str | Path) -> CVSEFiles:
 class CVSEKnowledge(KnowledgeSource):
     """CVSE's released concept graph: 300 concepts (objects, properties, motions), caption-level
     co-occurrence normalised with :func:`~kgitm.knowledge.cvse_adjacency.cvse_normalize`, and GloVe
-    vectors as node features. Pickles are read with :func:`~kgitm.knowledge.safe_pickle.safe_load`.
+    vectors as node features. Pickles are read with :func:`~kgitm.core.safe_pickle.safe_load`.
 
     Args:
         root: folder with ``category_concepts.json``, ``vocab_*_concepts.pkl``, ``*_adj_concepts.pkl``

@@ -76,7 +76,7 @@ def load_cvse_counts(path: str | Path) -> dict[str, np.ndarray]:
     Raises:
         ValueError: the file lacks ``nums`` or ``adj_all`` or their shapes disagree.
     """
-    from kgitm.knowledge.safe_pickle import safe_load
+    from kgitm.core.safe_pickle import safe_load
 
     data = safe_load(path)
     if not isinstance(data, dict) or "nums" not in data or "adj_all" not in data:

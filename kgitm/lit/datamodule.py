@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Literal, Optional, Sequence
 
 import lightning as L
 import numpy as np
@@ -21,7 +21,7 @@ from torch.utils.data import DataLoader
 
 from kgitm.core import CAPTIONS_PER_IMAGE
 from kgitm.core.io import read_lines
-from kgitm.core.text import UNK, Vocabulary, tokenize
+from kgitm.core.text import UNK, CaptionTokenizer, Vocabulary
 from kgitm.data.precomp import PrecompSplit
 from kgitm.eval.metrics import PROTOCOLS
 from kgitm.pipeline.dataset import CaptionImageDataset, CaptionSet, CaptionTransform, SceneGraphLimits
@@ -83,6 +83,19 @@ class PrecompDataModule(L.LightningDataModule):
         vocab_file: read the vocabulary from this file (one word per line, padding and unknown first:
             ``vocab.txt`` of a run folder) instead of building it from the training captions; then the
             training split is not opened (evaluation of a trained run; ``kgitm test`` sets it).
+        tokenizer: how captions become tokens: ``"words"`` (the project's, default; what graph stores
+            and knowledge sources index) or ``"treebank"`` (``nltk.word_tokenize(caption.lower())`` as the
+            SCAN/VSE++ releases tokenised, :func:`~kgitm.core.text.tokenize_treebank`; the configs that
+            ``kgitm convert-checkpoint`` writes set it). Not with ``graph_store``.
+        boundary_tokens: wrap every caption in ``<start>``/``<end>`` (the releases' convention; default False).
+            Not with ``graph_store``.
+        captions_suffix: the caption file of a split is ``{split}_{captions_suffix}`` (default
+            ``caps.txt``; a converted GSMN reads ``precaps_stan.txt``, its captions as token ids).
+        id_vocabulary: with ``tokenizer: ids``: the file of the ids' words, one per line in id order (a
+            converted GSMN's ``release_vocab.txt``).
+        box_normalization: ``"size"`` (default) or ``"gsmn_release"``: boxes scaled x by the image
+            height and y by its width, as GSMN's released models were trained
+            (:class:`~kgitm.pipeline.dataset.CaptionImageDataset`).
     """
 
     def __init__(
@@ -115,9 +128,21 @@ class PrecompDataModule(L.LightningDataModule):
         test_protocols: Sequence[str] = ("single",),
         fold_images: int = 1000,
         vocab_file: Optional[str] = None,
+        tokenizer: Literal["words", "treebank", "ids"] = "words",
+        boundary_tokens: bool = False,
+        captions_suffix: str = "caps.txt",
+        id_vocabulary: Optional[str] = None,
+        box_normalization: Literal["size", "gsmn_release"] = "size",
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
+        self.id_words = read_lines(id_vocabulary, what="id vocabulary word") if id_vocabulary is not None else None
+        self.tokenizer = CaptionTokenizer(tokenizer, boundary_tokens=boundary_tokens, id_words=self.id_words)
+        if graph_store is not None and not self.tokenizer.is_default():
+            raise ValueError(
+                f"data.tokenizer {tokenizer!r} / data.boundary_tokens {boundary_tokens}: the graph store indexes the project's "
+                "own tokens; use tokenizer 'words' without boundary tokens, or unset data.graph_store"
+            )
         bad = [p for p in test_protocols if p not in PROTOCOLS]
         if bad or not test_protocols:
             raise ValueError(f"data.test_protocols {list(test_protocols)}: each must be one of {', '.join(PROTOCOLS)}")
@@ -131,7 +156,7 @@ class PrecompDataModule(L.LightningDataModule):
             path = Path(vocab_file)
             self.vocab = Vocabulary.from_words(read_lines(path, what="vocabulary word"))
         else:
-            self.vocab = Vocabulary.build(self.open_split(train_split).captions, min_count=min_word_count)
+            self.vocab = Vocabulary.build(self.open_split(train_split).captions, min_count=min_word_count, tokenizer=self.tokenizer)
         self._graphs = None
         if scene_graphs and graph_store is None:
             raise ValueError("scene_graphs=True needs graph_store (run `kgitm preprocess` first)")
@@ -195,6 +220,7 @@ class PrecompDataModule(L.LightningDataModule):
             split = self._splits[name] = PrecompSplit(
                 self.root,
                 name,
+                captions_file=self.root / f"{name}_{self.hparams.captions_suffix}",
                 captions_per_image=self.hparams.captions_per_image,
                 require_boxes=self.hparams.require_boxes,
             )
@@ -214,7 +240,7 @@ class PrecompDataModule(L.LightningDataModule):
         self._coverage_checked.add(split.split)
         total = unknown = 0
         for caption in split.captions[:: max(1, len(split.captions) // 2000)]:
-            ids = self.vocab.encode(tokenize(caption))
+            ids = self.vocab.encode(self.tokenizer(caption))
             total += len(ids)
             unknown += sum(i == self.vocab.stoi[UNK] for i in ids)
         if total and unknown / total > DEGENERATE_FRACTION:
@@ -249,6 +275,10 @@ class PrecompDataModule(L.LightningDataModule):
             scene_graph_flip=self.hparams.scene_graph_flip,
             scene_graph_limits=self.scene_graph_limits,
             transforms=self._transforms,
+            tokenizer=self.hparams.tokenizer,
+            boundary_tokens=self.hparams.boundary_tokens,
+            id_words=self.id_words,
+            box_normalization=self.hparams.box_normalization,
         )
 
     def _loader(self, ds: CaptionImageDataset, *, train: bool, workers: bool = True) -> DataLoader:

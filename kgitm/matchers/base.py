@@ -56,6 +56,8 @@ class Matcher(nn.Module):
           (``word_node_match (L,)``, ``region_node_match (R,)``: mean block cosine of a node with its
           attended vector), the structure-level node scores (``word_score (L,)``, ``region_score (R,)``),
           ``text_graph_weights (L, L)``, ``t2i_score`` and ``i2t_score``;
+        - SGRAF (:class:`~kgitm.matchers.sgraf.SGRAFMatcher`): ``word_region_attention (L, R)`` of its local
+          alignments;
         - SGM (:class:`~kgitm.matchers.sgm.SGM`): ``object_similarity (O_t, O_v)``, ``object_match (O_t,)``
           (each text object's best visual object), the same for relations, ``object_score``, ``relation_score``;
         - the knowledge-fused matcher: its base matcher's, plus ``base_score``, ``consensus_score`` and the

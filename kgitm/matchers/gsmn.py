@@ -1,8 +1,10 @@
 """GSMN: graph structured matching of a visual graph and a textual graph, vectorised over a block.
 
-Liu et al., "Graph Structured Network for Image-Text Matching", CVPR 2020. This is the paper's
-method, not the public release: messages really move between neighbours (the release repeated each
-node's own vector), so the dependency edges change the score, and every image uses its own boxes.
+Liu et al., "Graph Structured Network for Image-Text Matching", CVPR 2020. By default this is the
+paper's method, not the public release: messages really move between neighbours (the release repeated
+each node's own vector), so the dependency edges change the score, and every image uses its own boxes.
+``messages="own"`` with ``text_conv_bias=True`` computes what the release computes, for checkpoints
+converted from it (``kgitm convert-checkpoint gsmn``).
 """
 
 from __future__ import annotations
@@ -97,6 +99,14 @@ class GSMNMatcher(Matcher):
     Everything runs on the whole ``N x M`` block at once; padded regions and words are never
     neighbours, never attended and never averaged.
 
+    **The public release** (``graph_model.py``, ``layers.py``) feeds each node's *own* matching vector to
+    every one of its edges (``vnode_mvector.unsqueeze(2).repeat(...)``): the visual convolution computes
+    :math:`\hat x_i = \Vert_k W_k\, x_i \sum_j w_k(u_{ij})` and the textual one, whose edge weights
+    are normalised to sum to one, :math:`\hat x_i = \Vert_k (W_k x_i + b_k)` whatever the graph (its
+    ``TextQueryGraphConvolution`` receives ``coordinate_dim=2`` as its ``bias`` argument, hence the
+    biases). ``messages="own"`` and ``text_conv_bias=True`` reproduce it; the textual graph (dense or
+    sparse) then plays no part.
+
     Args:
         graph: textual graph, ``"sparse"`` (dependency edges; needs ``captions.adjacency``) or
             ``"dense"`` (default ``"sparse"``).
@@ -120,6 +130,12 @@ class GSMNMatcher(Matcher):
             ``num_kernels`` (default ``32``).
         mlp_dim: hidden size of the scoring MLPs (default ``32``).
         leaky_relu_slope: slope of the LeakyReLU of the attention (default ``0.1``).
+        messages: ``"neighbours"`` (default: the paper's propagation) or ``"own"`` (the public
+            release's: every edge carries the node's own matching vector; see above).
+        text_conv_bias: give the textual graph convolution a bias (default False; the release has one).
+        angle_convention: the pseudo-coordinate angle (:func:`~kgitm.core.geometry.polar_pseudo_coordinates`):
+            ``"kgitm"`` (default, ``atan2(dy, dx)``) or ``"gsmn_release"`` (the release's, which its
+            kernels' learned means refer to).
         eps: floor of every norm (default ``1e-8``).
 
     Shapes:
@@ -141,9 +157,14 @@ class GSMNMatcher(Matcher):
         structure_dim: int = 32,
         mlp_dim: int = 32,
         leaky_relu_slope: float = 0.1,
+        messages: Literal["neighbours", "own"] = "neighbours",
+        text_conv_bias: bool = False,
+        angle_convention: Literal["kgitm", "gsmn_release"] = "kgitm",
         eps: float = 1e-8,
     ) -> None:
         super().__init__()
+        if messages not in ("neighbours", "own"):
+            raise ValueError(f"GSMNMatcher: messages must be 'neighbours' or 'own', got {messages!r}")
         if graph not in ("sparse", "dense"):
             raise ValueError(f"GSMNMatcher: graph must be 'sparse' or 'dense', got {graph!r}")
         if structure_dim % num_kernels:
@@ -165,6 +186,10 @@ class GSMNMatcher(Matcher):
         self.lambda_attention = lambda_attention
         self.lambda_text_graph = lambda_attention if lambda_text_graph is None else lambda_text_graph
         self.leaky_relu_slope = leaky_relu_slope
+        self.messages = messages
+        if angle_convention not in ("kgitm", "gsmn_release"):
+            raise ValueError(f"GSMNMatcher: angle_convention must be 'kgitm' or 'gsmn_release', got {angle_convention!r}")
+        self.angle_convention = angle_convention
         self.eps = eps
         # Gaussian kernels over (rho, theta) of the visual graph: means and widths (release) or
         # precisions (kgitm 0.1); the parameter names differ so that a checkpoint of one style does
@@ -177,7 +202,7 @@ class GSMNMatcher(Matcher):
         # Structure-level graph convolutions: one weight per kernel (concatenated chunks) on the
         # visual graph, one weight on the textual graph.
         self.visual_conv = nn.Linear(num_blocks, structure_dim, bias=False)
-        self.text_conv = nn.Linear(num_blocks, structure_dim, bias=False)
+        self.text_conv = nn.Linear(num_blocks, structure_dim, bias=text_conv_bias)
         self.visual_mlp = _mlp(structure_dim, mlp_dim)
         self.text_mlp = _mlp(structure_dim, mlp_dim)
         self.reset_parameters()
@@ -207,6 +232,8 @@ class GSMNMatcher(Matcher):
             f"lambda_attention={self.lambda_attention}, lambda_text_graph={self.lambda_text_graph}, "
             f"kernel_style={self.kernel_style!r}"
             + (f", kernel_precision_init={self.kernel_precision_init}" if self.kernel_style == "precision" else "")
+            + (f", messages={self.messages!r}" if self.messages != "neighbours" else "")
+            + (f", angle_convention={self.angle_convention!r}" if self.angle_convention != "kgitm" else "")
         )
 
     # ------------------------------------------------------------------ graphs (one side each)
@@ -219,7 +246,7 @@ class GSMNMatcher(Matcher):
             boxes: ``(N, R, 4)`` normalised corners; mask: ``(N, R)``. Output: ``(N, R, K, R)``
             indexed ``[n, i, k, j]``; zero where ``j`` is padding.
         """
-        coords = polar_pseudo_coordinates(boxes.to(self.kernel_mean.dtype))  # (N, R, R, 2), theta in units of pi
+        coords = polar_pseudo_coordinates(boxes.to(self.kernel_mean.dtype), convention=self.angle_convention)  # (N, R, R, 2), theta / pi
         valid = mask[:, None, None, :].to(coords.dtype)
         if self.kernel_style == "release":
             coords = torch.stack([coords[..., 0], coords[..., 1] * math.pi], dim=-1)  # radians
@@ -277,7 +304,8 @@ class GSMNMatcher(Matcher):
         """Adds the textual graph and the per-block Gram matrices of the words to ``captions.extra``."""
         gram, block_norm = _block_gram(captions.features, self.num_blocks, "caption")
         extra = dict(captions.extra or {})
-        extra[_TEXT_GRAPH] = self.text_graph(captions.features, captions.mask, captions.adjacency)
+        # the release's propagation ignores the textual graph (each node keeps its own vector)
+        extra[_TEXT_GRAPH] = None if self.messages == "own" else self.text_graph(captions.features, captions.mask, captions.adjacency)
         extra[_GRAM] = gram
         extra[_BLOCK_NORM] = block_norm
         return EncodedCaptions(captions.features, captions.mask, captions.adjacency, extra)
@@ -293,11 +321,12 @@ class GSMNMatcher(Matcher):
         ``word_node_match (L,)`` / ``region_node_match (R,)`` (mean over the ``B`` blocks of a node's
         matching vector, also given whole as ``word_matching (L, B)`` / ``region_matching (R, B)``), the
         structure-level node scores ``word_score (L,)`` / ``region_score (R,)`` (their means over the
-        valid nodes are ``t2i_score`` and ``i2t_score``), ``text_graph_weights (L, L)`` and ``score``."""
+        valid nodes are ``t2i_score`` and ``i2t_score``), ``text_graph_weights (L, L)`` (not with
+        ``messages="own"``, which propagates none) and ``score``."""
         check_single_pair(images, captions, type(self).__name__)
         d: dict = {}
         score = self._score(images, captions, d)
-        return {
+        out = {
             "word_region_attention": d["att_t2i"][0, 0],
             "region_word_attention": d["att_i2t"][0, :, 0, :].t(),
             "word_matching": d["x_t2i"][0, 0],
@@ -306,11 +335,13 @@ class GSMNMatcher(Matcher):
             "region_node_match": d["x_i2t"][0, 0].mean(-1),
             "word_score": d["node_t2i"][0, 0, :, 0],
             "region_score": d["node_i2t"][0, 0, :, 0],
-            "text_graph_weights": d["text_graph"][0],
             "t2i_score": d["t2i"][0, 0],
             "i2t_score": d["i2t"][0, 0],
             "score": score[0, 0],
         }
+        if d["text_graph"] is not None:  # messages="own" propagates no textual graph
+            out["text_graph_weights"] = d["text_graph"][0]
+        return out
 
     def _score(self, images: EncodedImages, captions: EncodedCaptions, details: Details = None) -> Tensor:
         """The ``(N, M)`` scores; ``details`` (when given) receives the attentions (``att_t2i (N, M, L, R)``,
@@ -363,7 +394,10 @@ class GSMNMatcher(Matcher):
             eps=self.eps,
         )  # (N, M, L, B)
         del att_t2i, num_t2i
-        h = torch.einsum("mij,nmjh->nmih", captions.extra[_TEXT_GRAPH], self.text_conv(x))
+        if self.messages == "own":
+            h = self.text_conv(x)
+        else:
+            h = torch.einsum("mij,nmjh->nmih", captions.extra[_TEXT_GRAPH], self.text_conv(x))
         node = self.text_mlp(h)  # (N, M, L, 1)
         t2i = masked_mean(node, um.unsqueeze(0), dim=2).squeeze(-1)  # (N, M)
         if details is not None:
@@ -382,7 +416,10 @@ class GSMNMatcher(Matcher):
         del att_i2t, num_i2t
         k = self.num_kernels
         y = self.visual_conv(x).unflatten(-1, (k, -1))  # (N, M, R, K, H / K): W_k x_j
-        h = torch.einsum("nikj,nmjkh->nmikh", images.extra[_KERNEL_WEIGHTS], y).flatten(-2)
+        if self.messages == "own":  # W_k x_i sum_j w_k(u_ij)
+            h = (y * images.extra[_KERNEL_WEIGHTS].sum(-1)[:, None, :, :, None]).flatten(-2)
+        else:
+            h = torch.einsum("nikj,nmjkh->nmikh", images.extra[_KERNEL_WEIGHTS], y).flatten(-2)
         node = self.visual_mlp(h)  # (N, M, R, 1)
         i2t = masked_mean(node, vm.unsqueeze(1), dim=2).squeeze(-1)  # (N, M)
         if details is not None:

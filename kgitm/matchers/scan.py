@@ -138,8 +138,9 @@ class SCANMatcher(Matcher):
         \alpha_{ij} = \operatorname{softmax}_i(\lambda_1 s'_{ij}),\quad
         a_j = \sum_i \alpha_{ij} v_i,\quad R_j = \cos(e_j, a_j),
 
-    pooled over the valid words by :math:`\log(\sum_j \exp(\lambda_2 R_j)) / \lambda_2` (``"lse"``) or
-    the mean (``"mean"``). Image-to-text is the mirror: every region attends over the words and the
+    pooled over the valid words by :math:`\log(\sum_j \exp(\lambda_2 R_j)) / \lambda_2` (``"lse"``),
+    the mean (``"mean"``), or, as the release's ``--agg_func Max``/``Sum`` allow, the maximum
+    (``"max"``) or the sum (``"sum"``). Image-to-text is the mirror: every region attends over the words and the
     relevances are pooled over valid regions. Every pair of the block is scored at once (no loop over
     images or captions); padding (``mask`` false) is never attended nor pooled.
 
@@ -149,7 +150,7 @@ class SCANMatcher(Matcher):
     Args:
         direction: ``"t2i"`` (words attend over regions) or ``"i2t"`` (regions attend over words).
         lambda_softmax: inverse temperature :math:`\lambda_1` of the attention (default ``9.0``).
-        aggregation: ``"lse"`` (LogSumExp pooling) or ``"mean"`` (default ``"lse"``).
+        aggregation: ``"lse"`` (LogSumExp pooling), ``"mean"``, ``"max"`` or ``"sum"`` (default ``"lse"``).
         lambda_lse: :math:`\lambda_2` of the LogSumExp pooling (default ``6.0``).
         leaky_relu_slope: slope of the LeakyReLU before the normalisation (default ``0.1``).
         eps: floor of every norm (default ``1e-8``).
@@ -164,7 +165,7 @@ class SCANMatcher(Matcher):
         direction: Literal["t2i", "i2t"] = "t2i",
         *,
         lambda_softmax: float = 9.0,
-        aggregation: Literal["lse", "mean"] = "lse",
+        aggregation: Literal["lse", "mean", "max", "sum"] = "lse",
         lambda_lse: float = 6.0,
         leaky_relu_slope: float = 0.1,
         eps: float = 1e-8,
@@ -172,8 +173,8 @@ class SCANMatcher(Matcher):
         super().__init__()
         if direction not in ("t2i", "i2t"):
             raise ValueError(f"SCANMatcher: direction must be 't2i' or 'i2t', got {direction!r}")
-        if aggregation not in ("lse", "mean"):
-            raise ValueError(f"SCANMatcher: aggregation must be 'lse' or 'mean', got {aggregation!r}")
+        if aggregation not in ("lse", "mean", "max", "sum"):
+            raise ValueError(f"SCANMatcher: aggregation must be 'lse', 'mean', 'max' or 'sum', got {aggregation!r}")
         self.direction = direction
         self.lambda_softmax = lambda_softmax
         self.aggregation = aggregation
@@ -269,8 +270,12 @@ class SCANMatcher(Matcher):
         mask = mask.expand_as(rel)
         if self.aggregation == "lse":
             score = masked_logsumexp(rel, mask, dim=-1, temperature=self.lambda_lse)
-        else:
+        elif self.aggregation == "mean":
             score = masked_mean(rel.unsqueeze(-1), mask, dim=-2).squeeze(-1)
+        elif self.aggregation == "sum":
+            score = rel.masked_fill(~mask, 0.0).sum(-1)
+        else:
+            score = rel.masked_fill(~mask, torch.finfo(rel.dtype).min).amax(-1).masked_fill(~mask.any(-1), 0.0)
         return score if self.direction == "t2i" else score.t()
 
     def alignments(self, images: EncodedImages, captions: EncodedCaptions) -> dict[str, Tensor]:

@@ -85,14 +85,25 @@ class RunData:
         self._transforms = list(transforms)
         self._splits: dict[str, PrecompSplit] = {}
         hp = self.hparams
+        # the data options newer configs carry (older ones: the defaults)
+        hp.tokenizer = data.get("tokenizer", "words")
+        hp.boundary_tokens = data.get("boundary_tokens", False)
+        hp.captions_suffix = data.get("captions_suffix", "caps.txt")
+        hp.box_normalization = data.get("box_normalization", "size")
+        self.id_words = read_lines(data["id_vocabulary"], what="id vocabulary word") if data.get("id_vocabulary") else None
         self._graphs = (
             GraphProvider(Path(hp.graph_store), data_root=self.root, splits=(hp.train_split, hp.val_split, hp.test_split))
             if hp.graph_store else None
         )
 
+    def set_caption_transforms(self, transforms: list[Any]) -> None:
+        """The model's caption transforms (as :meth:`kgitm.lit.datamodule.PrecompDataModule.set_caption_transforms`)."""
+        self._transforms = list(transforms)
+
     def open_split(self, name: str) -> PrecompSplit:
         if name not in self._splits:
-            self._splits[name] = PrecompSplit(self.root, name, captions_per_image=self.hparams.captions_per_image,
+            self._splits[name] = PrecompSplit(self.root, name, captions_file=self.root / f"{name}_{self.hparams.captions_suffix}",
+                                              captions_per_image=self.hparams.captions_per_image,
                                               require_boxes=self.hparams.require_boxes)
         return self._splits[name]
 
@@ -107,7 +118,8 @@ class RunData:
             split, captions, self.vocab, max_words=hp.max_words,
             graph_provider=self._graphs if graph_provider is None else graph_provider,
             scene_graphs=hp.scene_graphs, scene_graph_source=hp.scene_graph_source, scene_graph_flip=hp.scene_graph_flip,
-            scene_graph_limits=hp.scene_graph_limits, transforms=self._transforms,
+            scene_graph_limits=hp.scene_graph_limits, transforms=self._transforms, tokenizer=hp.tokenizer,
+            boundary_tokens=hp.boundary_tokens, id_words=self.id_words, box_normalization=hp.box_normalization,
         )
 
     def _loader(self, ds: CaptionImageDataset, *, train: bool = False, workers: bool = False) -> DataLoader:
@@ -161,8 +173,8 @@ def load_run_model(
         vocab = Vocabulary.from_words(list(checkpoint[VOCAB_KEY]))
     else:
         raise RunFolderError(f"{run_dir}: no {VOCAB_FILE} and a checkpoint without its vocabulary; evaluate with `kgitm test`")
-    split = PrecompSplit(Path(str(data["root"])), data.get("test_split", "test"),
-                         captions_per_image=data.get("captions_per_image", 5))
+    run_data = RunData(data, vocab, [])
+    split = run_data.open_split(data.get("test_split", "test"))
     model = model_from_config(config.get("model") or {}, feature_dim=split.feature_dim, vocabulary=vocab)
     state = checkpoint.get("state_dict", {})
     if any(k.startswith(_PREFIX) for k in state):
@@ -175,4 +187,5 @@ def load_run_model(
         lines = str(err).splitlines()
         raise RunFolderError(f"{ckpt_path}: weights do not fit the model of {config_path} "
                              f"({lines[1].strip() if len(lines) > 1 else err})") from None
-    return model.eval().to(device), RunData(data, vocab, model.caption_transforms())
+    run_data.set_caption_transforms(model.caption_transforms())
+    return model.eval().to(device), run_data

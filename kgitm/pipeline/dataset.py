@@ -21,7 +21,7 @@ from torch.utils.data import Dataset
 from kgitm.core.batch import Batch, CaptionInputs, ImageInputs
 from kgitm.core.geometry import normalize_boxes
 from kgitm.core.io import DataFormatError
-from kgitm.core.text import Vocabulary, tokenize
+from kgitm.core.text import CaptionTokenizer, Vocabulary
 from kgitm.core.types import stack_padded
 from kgitm.data.precomp import PrecompSplit
 from kgitm.graphs.preprocess import ORACLE
@@ -99,6 +99,13 @@ class CaptionImageDataset(Dataset):
         swap_predicates: if given, only relations with these predicate lemmas are swapped.
         transforms: caption transforms (:class:`CaptionTransform`), applied to every caption (and to
             its swapped copy).
+        tokenizer: ``"words"`` (the project's tokens, default) or ``"treebank"`` (a converted release's,
+            :func:`~kgitm.core.text.tokenize_treebank`); graphs index the project's tokens only.
+        boundary_tokens: wrap every caption in ``<start>``/``<end>`` (a converted release's; default False).
+        id_words: the words of the ids of ``tokenizer="ids"`` captions (a release's vocabulary, id order).
+        box_normalization: ``"size"`` (default: x by the image width, y by its height) or
+            ``"gsmn_release"`` (x by the height, y by the width: what GSMN's released models were
+            trained with, its ``data.py`` before ``dcc0f61``).
     """
 
     def __init__(
@@ -117,7 +124,19 @@ class CaptionImageDataset(Dataset):
         symmetric_predicates: Sequence[str] = SYMMETRIC_PREDICATES,
         swap_predicates: Optional[Sequence[str]] = None,
         transforms: Sequence[CaptionTransform] = (),
+        tokenizer: str = "words",
+        boundary_tokens: bool = False,
+        id_words: Optional[list[str]] = None,
+        box_normalization: str = "size",
     ) -> None:
+        caption_tokens = CaptionTokenizer(tokenizer, boundary_tokens=boundary_tokens, max_words=max_words, id_words=id_words)
+        if box_normalization not in ("size", "gsmn_release"):
+            raise ValueError(f"box_normalization {box_normalization!r}: choose 'size' or 'gsmn_release'")
+        if graph_provider is not None and not caption_tokens.is_default():
+            raise ValueError(
+                f"tokenizer {tokenizer!r} with boundary_tokens={boundary_tokens}: the graph store indexes the project's "
+                "own tokens (tokenizer 'words', no boundary tokens); unset data.graph_store or the release tokenisation"
+            )
         if (scene_graphs or relation_swap_negatives) and graph_provider is None:
             raise ValueError(
                 "scene graphs and relation-swap negatives need the parsed captions of a graph store (set data.graph_store)"
@@ -134,7 +153,10 @@ class CaptionImageDataset(Dataset):
         source = split.captions_path if captions.name == split.split else captions.name
         self.tokens: list[list[str]] = []
         for k, c in enumerate(captions.captions):
-            toks = tokenize(c)[:max_words]
+            try:
+                toks = caption_tokens(c)
+            except ValueError as err:
+                raise DataFormatError(f"{source}:{k + 1}: {err}") from None
             if not toks:
                 raise DataFormatError(f"{source}:{k + 1}: caption has no words ({c!r}); fill or fix that line")
             self.tokens.append(toks)
@@ -143,7 +165,10 @@ class CaptionImageDataset(Dataset):
         self.boxes: Optional[Tensor] = None
         if split.boxes is not None:
             # normalised once, at load time (GSMN's release divided in place on every read)
-            self.boxes = normalize_boxes(torch.from_numpy(np.array(split.boxes, dtype=np.float32)), torch.from_numpy(np.array(split.sizes)))
+            sizes = torch.from_numpy(np.array(split.sizes))
+            if box_normalization == "gsmn_release":  # x / height, y / width (the released GSMN models' data)
+                sizes = sizes.flip(-1)
+            self.boxes = normalize_boxes(torch.from_numpy(np.array(split.boxes, dtype=np.float32)), sizes)
 
         self.text_graphs: Optional[list[dict[str, Tensor]]] = None
         self.image_graphs: Optional[dict[int, dict[str, Tensor]]] = None
@@ -313,6 +338,8 @@ def make_batch(
     transforms: Sequence[CaptionTransform] = (),
     boxes: Optional[Tensor] = None,
     max_words: Optional[int] = None,
+    tokenizer: str = "words",
+    boundary_tokens: bool = False,
 ) -> Batch:
     """A :class:`~kgitm.core.batch.Batch` of ``B`` raw captions, caption ``b`` with image ``b`` (for a
     notebook or a test; the datasets do the same per caption set).
@@ -324,12 +351,14 @@ def make_batch(
         transforms: the model's caption transforms (:meth:`kgitm.models.MatchingModel.caption_transforms`).
         boxes: ``(B, R, 4)`` normalised corner boxes, or ``None``.
         max_words: truncate captions to this many tokens (default: no truncation).
+        tokenizer, boundary_tokens: the caption tokenisation (as :class:`CaptionImageDataset`).
     """
     if len(captions) != features.shape[0]:
         raise ValueError(f"make_batch: {len(captions)} captions for {features.shape[0]} images; give one image per caption")
     items = []
+    caption_tokens = CaptionTokenizer(tokenizer, boundary_tokens=boundary_tokens, max_words=max_words)
     for b, caption in enumerate(captions):
-        tokens = tokenize(caption)[:max_words]
+        tokens = caption_tokens(caption)
         if not tokens:
             raise DataFormatError(f"caption {b} has no words ({caption!r})")
         item = {

@@ -1,0 +1,95 @@
+"""VSE++ (Faghri et al., BMVC 2018; github.com/fartashf/vsepp ``abe382f``, ``python3``) -> kgitm.
+
+The checkpoint's ``model`` is ``[img_enc, txt_enc]``:
+
+- ``img_enc``: ``fc.weight (D, D_in)``, ``fc.bias (D,)`` over one precomputed vector per image
+  (``{split}_ims.npy`` of shape ``(N, D_in)``, 4096-d by default); full-image runs add ``cnn.*``,
+  which kgitm does not run (refused).
+- ``txt_enc``: ``embed.weight (V, F)``; ``rnn.*``, a uni-directional GRU of ``--num_layers`` layers.
+
+The forward (``model.py``): image ``l2(fc(x))`` (no l2 with ``--no_imgnorm``), caption ``l2`` of the GRU
+output at the last word (``<end>``), score the dot product (``--measure cosine``). kgitm: a
+:class:`~kgitm.encoders.image.RegionEncoder` over the single region, a uni-directional
+:class:`~kgitm.encoders.text.BiGRUTextEncoder` and a
+:class:`~kgitm.matchers.global_embedding.GlobalEmbeddingMatcher` with ``caption_pooling="last"``.
+Order embeddings (``--measure order``, ``--use_abs``) are refused.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from kgitm.convert.parts import Conversion, gru_text_encoder, region_encoder
+from kgitm.convert.release import ModuleState, ReleaseCheckpoint, ReleaseFormatError, ReleaseOptions, ReleaseVocabulary
+
+#: options of VSE++'s ``train.py`` that do not change the forward pass of a precomp model
+TRAINING_OPTIONS = (
+    "data_path", "vocab_path", "num_epochs", "batch_size", "grad_clip", "crop_size", "learning_rate", "lr_update",
+    "workers", "log_step", "val_step", "logger_name", "resume", "use_restval", "reset_train",
+    "finetune", "cnn_type",  # the CNN of full-image runs; a precomp model has none
+)
+
+
+def convert(checkpoint: ReleaseCheckpoint, vocab: ReleaseVocabulary, *, ignore_options: Iterable[str] = ()) -> Conversion:
+    """A VSE++ precomp checkpoint and its vocabulary as a kgitm model (``GlobalEmbeddingMatcher``).
+
+    Raises:
+        ReleaseFormatError: a missing or unexpected key, a shape or option kgitm cannot honour (named).
+    """
+    src = checkpoint.path
+    opt = ReleaseOptions(checkpoint.options, src, ignore_options)
+    opt.ignore(TRAINING_OPTIONS)
+    if len(checkpoint.modules) != 2:
+        raise ReleaseFormatError(f"{src}: VSE++ saves [img_enc, txt_enc]; this checkpoint has {len(checkpoint.modules)} state dicts")
+    img, txt = (ModuleState(s, n, src) for s, n in zip(checkpoint.modules, ("img_enc", "txt_enc")))
+
+    data_name = str(opt.get("data_name", "precomp"))
+    cnn = [k for k in img.keys() if k.startswith("cnn.")]
+    if not data_name.endswith("_precomp") or cnn:
+        where = f"unexpected key img_enc.{cnn[0]}" if cnn else f"option data_name={data_name!r}"
+        raise ReleaseFormatError(
+            f"{src}: {where}: a full-image VSE++ model (a CNN over pixels); kgitm matches precomputed features only "
+            "(convert a *_precomp run)"
+        )
+    measure = opt.get("measure", "cosine")
+    if measure != "cosine":
+        raise opt.refuse("measure", measure, "order embeddings are not implemented in kgitm (only --measure cosine)")
+    if opt.get("use_abs", False):
+        raise opt.refuse("use_abs", True, "the absolute value of the embeddings belongs to order embeddings, not implemented in kgitm")
+    normalize = not bool(opt.get("no_imgnorm", False))
+    embed_dim = int(opt.get("embed_size", 1024))
+    word_dim = int(opt.get("word_dim", 300))
+    feature_dim = int(opt.get("img_dim", 4096))
+    num_layers = int(opt.get("num_layers", 1))
+    margin = float(opt.get("margin", 0.2))
+    max_violation = bool(opt.get("max_violation", False))
+    vocab_size = opt.get("vocab_size", None)
+    if vocab_size is not None and int(vocab_size) != len(vocab):
+        raise ReleaseFormatError(f"{src}: option vocab_size={vocab_size} but {vocab.path} has {len(vocab)} words; give the run's vocabulary")
+    opt.finish()
+
+    image_cfg, image_state = region_encoder(img, embed_dim=embed_dim, feature_dim=feature_dim, weight_norm=False, normalize=normalize)
+    text_cfg, text_state, itos = gru_text_encoder(
+        txt, vocab, word_dim=word_dim, embed_dim=embed_dim, num_layers=num_layers, bidirectional=False
+    )
+    img.finish()
+    txt.finish()
+    model = {
+        "embed_dim": embed_dim,
+        "image_encoder": image_cfg,
+        "text_encoder": text_cfg,
+        "matcher": {
+            "class_path": "kgitm.matchers.global_embedding.GlobalEmbeddingMatcher",
+            "init_args": {"pooling": "mean", "caption_pooling": "last", "normalize": normalize},
+        },
+        "loss": [{"class_path": "kgitm.models.losses.RetrievalHinge",
+                  "init_args": {"margin": margin, "max_violation": max_violation, "reduction": "sum"}}],
+    }
+    used = {
+        "data_name": data_name, "measure": measure, "use_abs": False, "no_imgnorm": not normalize, "embed_size": embed_dim,
+        "word_dim": word_dim, "img_dim": feature_dim, "num_layers": num_layers, "margin": margin, "max_violation": max_violation,
+    }
+    return Conversion(
+        release="vsepp", model=model, data={"data_name": data_name}, state_dict={**image_state, **text_state},
+        vocabulary=itos, feature_dim=feature_dim, options=used,
+    )
