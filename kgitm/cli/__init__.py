@@ -22,6 +22,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "inspect-caption": ("kgitm.cli.inspect_caption", "parse one caption; print and draw its dependency and scene graphs"),
     "parse-captions": ("kgitm.cli.parse_captions", "parse a caption file (one per line) into scene graphs (JSON lines or FACTUAL)"),
     "build-concepts": ("kgitm.cli.build_concepts", "build a CVSE-style concept vocabulary + graph from a caption corpus"),
+    "explain": ("kgitm.cli.explain", "one pair of a run: its alignments drawn (PNG) and written (JSON), with its score and ranks"),
+    "report": ("kgitm.cli.report", "self-contained HTML report of one run (or several side by side): metrics, curves, retrievals, failures"),
     "compare": ("kgitm.cli.compare", "print several test_results.json side by side"),
     "grid": ("kgitm.cli.grid", "run matchers x knowledge sources x seeds; CSV, Markdown table and bar chart"),
     "preprocess": ("kgitm.cli.preprocess", "parse captions into graph stores (+ visual scene graphs); resumable, shardable"),

@@ -9,16 +9,17 @@ from pathlib import Path
 import torch
 import yaml
 
-from kgitm.cli.lightning import ConfigError, build_cli
+from kgitm.cli.lightning import VOCAB_FILE, ConfigError, build_cli
 from kgitm.lit.datamodule import PrecompDataModule
 from kgitm.lit.module import MatchingModule
+from kgitm.models.run import RunFolderError, run_files
 from kgitm.models.matching import EncodedSplit
 
 #: keys a saved ``kgitm fit|test`` config carries for its subcommand, not for the model or data.
 _SUBCOMMAND_KEYS = ("ckpt_path", "verbose", "weights_only")
 
 
-class RunLoadError(ValueError):
+class RunLoadError(RunFolderError):
     """A run's config or checkpoint cannot be loaded; the message names the file and the fix."""
 
 
@@ -80,3 +81,14 @@ def encode_test(task: MatchingModule, dm: PrecompDataModule, device: torch.devic
     """Encode the test split exactly as ``kgitm test`` does (each image once, at its first caption;
     :meth:`kgitm.models.MatchingModel.encode_split`); the encodings are returned on the CPU."""
     return task.model.encode_split(dm.test_dataloader(), device=device)
+
+
+def open_run(
+    run_dir: str | os.PathLike, extra: list[str] | None = None, device: torch.device | str = "cpu"
+) -> tuple[MatchingModule, PrecompDataModule]:
+    """:func:`load_run` on a run folder (:func:`run_files`), reading the run's vocabulary (``vocab.txt``)
+    so that the training split is not opened."""
+    config, ckpt = run_files(run_dir)
+    vocab = Path(run_dir) / VOCAB_FILE
+    args = (["--data.vocab_file", str(vocab)] if vocab.is_file() else []) + list(extra or [])
+    return load_run(config, ckpt, args, device=device)

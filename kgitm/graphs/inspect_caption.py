@@ -39,7 +39,6 @@ def draw(parsed: ParsedCaption, path: Path) -> None:
     import networkx as nx
 
     sg = scene_graph_to_networkx(parsed)
-    dg = dependency_to_networkx(parsed)
     fig, axes = plt.subplots(1, 2, figsize=(14, 6))
     colors = {"object": "#9ecae1", "attribute": "#a1d99b", "relation": "#fdae6b"}
     ax = axes[0]
@@ -51,13 +50,24 @@ def draw(parsed: ParsedCaption, path: Path) -> None:
     ax.axis("off")
     ax = axes[1]
     ax.set_title("dependency graph (arcs head -> dependent)")
+    dep = parsed.dependency
+    draw_dependency_arcs(ax, list(dep.tokens), [tuple(e) for e in dep.edges], list(dep.labels))
+    fig.suptitle(parsed.caption[:120])
+    fig.tight_layout()
+    savefig_atomic(fig, path, dpi=100)
+    plt.close(fig)
+
+
+def draw_dependency_arcs(ax, tokens: list[str], edges: list[tuple[int, int]], labels: list[str]) -> None:
+    """The words on a line with one labelled arc per dependency edge (head -> dependent) on ``ax``;
+    ``kgitm inspect-caption`` and ``kgitm explain`` draw captions with it."""
     from matplotlib.patches import FancyArrowPatch
 
-    n = dg.number_of_nodes()
-    for i, d in dg.nodes(data=True):
-        ax.text(i, 0, d["word"], ha="center", va="top", fontsize=9, rotation=45 if n > 12 else 0)
+    n = len(tokens)
+    for i, word in enumerate(tokens):
+        ax.text(i, 0, word, ha="center", va="top", fontsize=9, rotation=45 if n > 12 else 0)
     top = 1.0
-    for h, d, lab in dg.edges(data="label"):
+    for (h, d), lab in zip(edges, labels):
         # quadratic arc through a control point at 60 degrees: its top is at 0.433 * |h - d|
         height = 0.433 * abs(h - d) + 0.05
         top = max(top, height + 0.4)
@@ -69,10 +79,6 @@ def draw(parsed: ParsedCaption, path: Path) -> None:
     ax.set_ylim(-1.5, top)
     ax.set_aspect("equal")  # arcs are drawn in data units
     ax.axis("off")
-    fig.suptitle(parsed.caption[:120])
-    fig.tight_layout()
-    savefig_atomic(fig, path, dpi=100)
-    plt.close(fig)
 
 
 def to_graphml(parsed: ParsedCaption, path: Path) -> None:

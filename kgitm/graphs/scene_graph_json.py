@@ -54,12 +54,14 @@ import json
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import networkx as nx
 import torch
 from torch import Tensor
-from torch_geometric.data import Data
+
+if TYPE_CHECKING:  # PyG takes seconds to import; only to_pyg needs it
+    from torch_geometric.data import Data
 
 
 class SceneGraphFormatError(ValueError):
@@ -103,7 +105,7 @@ class VisualSceneGraph:
         *,
         label_vocab: Mapping[str, int] | None = None,
         predicate_vocab: Mapping[str, int] | None = None,
-    ) -> Data:
+    ) -> "Data":
         """Objects as labelled nodes, relations as typed directed edges (subject -> object).
 
         Args:
@@ -117,6 +119,8 @@ class VisualSceneGraph:
         Shapes:
             edge_index: ``(2, T)``; box: ``(O, 4)``; y: ``(O,)``; edge_type: ``(T,)``.
         """
+        from torch_geometric.data import Data
+
         edge_index = torch.tensor([[s for s, _, _ in self.relations], [o for _, _, o in self.relations]], dtype=torch.long)
         data = Data(
             edge_index=edge_index.view(2, -1),

@@ -264,18 +264,22 @@ class KnowledgeModule(nn.Module):
             features = features * captions.mask.unsqueeze(-1).to(features.dtype)
         return EncodedCaptions(features=features, mask=captions.mask, adjacency=captions.adjacency, extra=extra)
 
-    def augment_images(self, images: EncodedImages) -> EncodedImages:
-        """Attach concept nodes to regions by soft assignment."""
+    def augment_images(self, images: EncodedImages, details: Optional[dict] = None) -> EncodedImages:
+        """Attach concept nodes to regions by soft assignment; ``details`` (when given) receives the
+        assignment (``"region_concepts"``, ``(N, R, C)``: each region's weights over the concepts)."""
         if self.mode not in ("graph", "both"):
             return images
         E = self.concept_embeddings()
         attn = torch.softmax(self.scale * images.features @ E.T, dim=-1)
+        if details is not None:
+            details["region_concepts"] = attn
         features = l2norm(images.features + self.attach_image(attn @ E))
         features = features * images.mask.unsqueeze(-1).to(features.dtype)
         return EncodedImages(features=features, mask=images.mask, boxes=images.boxes, extra=images.extra)
 
-    def consensus_similarity(self, images: EncodedImages, captions: EncodedCaptions) -> Tensor:
-        """``cos(consensus_img, consensus_txt)`` for every pair, ``(N, M)``."""
+    def consensus_similarity(self, images: EncodedImages, captions: EncodedCaptions, details: Optional[dict] = None) -> Tensor:
+        """``cos(consensus_img, consensus_txt)`` for every pair, ``(N, M)``; ``details`` (when given)
+        receives the concept distributions (``"image_concepts" (N, C)``, ``"caption_concepts" (M, C)``)."""
         E = self.concept_embeddings()
         v = l2norm(masked_mean(images.features, images.mask, dim=1))
         t = l2norm(masked_mean(captions.features, captions.mask, dim=1))
@@ -286,4 +290,6 @@ class KnowledgeModule(nn.Module):
             has = labels.sum(-1, keepdim=True) > 0
             mixed = (1 - self.label_ratio) * a_t + self.label_ratio * labels / labels.sum(-1, keepdim=True).clamp_min(1.0)
             a_t = torch.where(has, mixed, a_t)
+        if details is not None:
+            details.update(image_concepts=a_v, caption_concepts=a_t)
         return l2norm(a_v @ E) @ l2norm(a_t @ E).T

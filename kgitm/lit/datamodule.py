@@ -256,14 +256,17 @@ class PrecompDataModule(L.LightningDataModule):
         return CaptionSet(split.split, split.captions[: n * k], np.arange(n * k) // k)
 
     def dataset(
-        self, split: PrecompSplit, captions: CaptionSet, *, relation_swap_negatives: bool = False
+        self, split: PrecompSplit, captions: CaptionSet, *, relation_swap_negatives: bool = False,
+        graph_provider: Optional[GraphProvider] = None,
     ) -> CaptionImageDataset:
+        """The dataset of ``captions`` on ``split`` with this data module's settings; ``graph_provider``
+        replaces the graph stores (``kgitm explain`` serves one caption, or a freshly parsed text)."""
         return CaptionImageDataset(
             split,
             captions,
             self.vocab,
             max_words=self.hparams.max_words,
-            graph_provider=self._graphs,
+            graph_provider=self._graphs if graph_provider is None else graph_provider,
             scene_graphs=self.hparams.scene_graphs,
             relation_swap_negatives=relation_swap_negatives,
             symmetric_predicates=self.hparams.symmetric_predicates,

@@ -10,9 +10,23 @@ checks every matcher of this package against this contract (a new matcher adds o
 
 from __future__ import annotations
 
+from typing import Optional
+
 from torch import Tensor, nn
 
 from kgitm.core.types import EncodedCaptions, EncodedImages
+
+#: a dict the scoring code fills with its intermediate tensors (:meth:`Matcher.alignments`), or ``None``
+Details = Optional[dict]
+
+
+def check_single_pair(images: EncodedImages, captions: EncodedCaptions, who: str) -> None:
+    """Refuse a block that is not one image and one caption (what :meth:`Matcher.alignments` explains)."""
+    if len(images) != 1 or len(captions) != 1:
+        raise ValueError(
+            f"{who}.alignments explains one pair: got {len(images)} images and {len(captions)} captions; "
+            "index the pair first (images.index(slice(i, i + 1)), captions.index(slice(j, j + 1)))"
+        )
 
 
 class Matcher(nn.Module):
@@ -27,6 +41,35 @@ class Matcher(nn.Module):
 
     def forward(self, images: EncodedImages, captions: EncodedCaptions) -> Tensor:  # pragma: no cover
         raise NotImplementedError
+
+    def alignments(self, images: EncodedImages, captions: EncodedCaptions) -> dict[str, Tensor]:
+        """What the score of one pair is made of: named tensors for one image and one caption.
+
+        Computed by the same internal function as :meth:`forward` (it records its intermediate
+        tensors when asked), so the values are the ones that made the score, not a re-computation.
+        Every matcher returns ``"score"`` (a 0-d tensor, equal to ``forward(images, captions)[0, 0]``);
+        the others are matcher-specific, with the pair axes dropped:
+
+        - SCAN (:class:`~kgitm.matchers.scan.SCANMatcher`): ``word_region_attention (L, R)`` and
+          ``word_relevance (L,)`` (t2i), or ``region_word_attention (R, L)`` and ``region_relevance (R,)`` (i2t);
+        - GSMN (:class:`~kgitm.matchers.gsmn.GSMNMatcher`): both attentions, the node-level matching
+          (``word_node_match (L,)``, ``region_node_match (R,)``: mean block cosine of a node with its
+          attended vector), the structure-level node scores (``word_score (L,)``, ``region_score (R,)``),
+          ``text_graph_weights (L, L)``, ``t2i_score`` and ``i2t_score``;
+        - SGRAF (:class:`~kgitm.matchers.sgraf.SGRAFMatcher`): ``word_region_attention (L, R)`` of its local
+          alignments;
+        - SGM (:class:`~kgitm.matchers.sgm.SGM`): ``object_similarity (O_t, O_v)``, ``object_match (O_t,)``
+          (each text object's best visual object), the same for relations, ``object_score``, ``relation_score``;
+        - the knowledge-fused matcher: its base matcher's, plus ``base_score``, ``consensus_score`` and the
+          consensus concept distributions ``image_concepts (C,)``, ``caption_concepts (C,)``.
+
+        The default (matchers with nothing inside a pair to show, e.g. VSE++) is ``{"score"}``.
+
+        Shapes:
+            images: one image (``N = 1``); captions: one caption (``M = 1``).
+        """
+        check_single_pair(images, captions, type(self).__name__)
+        return {"score": self(images, captions)[0, 0]}
 
     def bind(self, embed_dim: int) -> None:
         """Create the layers that depend on the encoders' output size ``D``.

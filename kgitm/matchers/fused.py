@@ -6,7 +6,7 @@ from torch import Tensor
 
 from kgitm.core.types import EncodedCaptions, EncodedImages
 from kgitm.knowledge.module import KnowledgeModule
-from kgitm.matchers.base import Matcher
+from kgitm.matchers.base import Details, Matcher, check_single_pair
 
 
 class KnowledgeFusedMatcher(Matcher):
@@ -34,8 +34,29 @@ class KnowledgeFusedMatcher(Matcher):
         return self.base.prepare_captions(captions)
 
     def forward(self, images: EncodedImages, captions: EncodedCaptions) -> Tensor:
+        return self._fuse(self.base(images, captions), images, captions)
+
+    def _fuse(self, base: Tensor, images: EncodedImages, captions: EncodedCaptions, details: Details = None) -> Tensor:
         w = self.knowledge.consensus_weight
-        return (1 - w) * self.base(images, captions) + w * self.knowledge.consensus_similarity(images, captions)
+        consensus = self.knowledge.consensus_similarity(images, captions, details)
+        if details is not None:
+            details["consensus"] = consensus
+        return (1 - w) * base + w * consensus
+
+    def alignments(self, images: EncodedImages, captions: EncodedCaptions) -> dict[str, Tensor]:
+        """The base matcher's alignments (its ``score`` renamed ``base_score``), ``consensus_score``,
+        the consensus concept distributions ``image_concepts (C,)`` and ``caption_concepts (C,)``, and the
+        fused ``score`` (see :meth:`Matcher.alignments`)."""
+        check_single_pair(images, captions, type(self).__name__)
+        out = dict(self.base.alignments(images, captions))
+        base = out.pop("score")
+        d: dict = {}
+        score = self._fuse(base.reshape(1, 1), images, captions, d)
+        out.update(
+            base_score=base, consensus_score=d["consensus"][0, 0], image_concepts=d["image_concepts"][0],
+            caption_concepts=d["caption_concepts"][0], score=score[0, 0],
+        )
+        return out
 
     def pair_memory_bytes(self, images: EncodedImages, captions: EncodedCaptions) -> int:
         return self.base.pair_memory_bytes(images, captions) + 4 * len(self.knowledge.concepts)

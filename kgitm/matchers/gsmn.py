@@ -17,7 +17,7 @@ from torch import Tensor, nn
 
 from kgitm.core.geometry import polar_pseudo_coordinates
 from kgitm.core.types import EncodedCaptions, EncodedImages
-from kgitm.matchers.base import Matcher
+from kgitm.matchers.base import Details, Matcher, check_single_pair
 from kgitm.matchers.scan import attended_block_cosine, cross_attention
 from kgitm.core.functional import l2norm, masked_mean, masked_softmax, scratch_mul
 
@@ -313,6 +313,41 @@ class GSMNMatcher(Matcher):
     # ------------------------------------------------------------------ matching
 
     def forward(self, images: EncodedImages, captions: EncodedCaptions) -> Tensor:
+        return self._score(images, captions)
+
+    def alignments(self, images: EncodedImages, captions: EncodedCaptions) -> dict[str, Tensor]:
+        """The tensors that made one pair's score (see :meth:`Matcher.alignments`):
+        ``word_region_attention (L, R)``, ``region_word_attention (R, L)``, the node-level matching
+        ``word_node_match (L,)`` / ``region_node_match (R,)`` (mean over the ``B`` blocks of a node's
+        matching vector, also given whole as ``word_matching (L, B)`` / ``region_matching (R, B)``), the
+        structure-level node scores ``word_score (L,)`` / ``region_score (R,)`` (their means over the
+        valid nodes are ``t2i_score`` and ``i2t_score``), ``text_graph_weights (L, L)`` (not with
+        ``messages="own"``, which propagates none) and ``score``."""
+        check_single_pair(images, captions, type(self).__name__)
+        d: dict = {}
+        score = self._score(images, captions, d)
+        out = {
+            "word_region_attention": d["att_t2i"][0, 0],
+            "region_word_attention": d["att_i2t"][0, :, 0, :].t(),
+            "word_matching": d["x_t2i"][0, 0],
+            "region_matching": d["x_i2t"][0, 0],
+            "word_node_match": d["x_t2i"][0, 0].mean(-1),
+            "region_node_match": d["x_i2t"][0, 0].mean(-1),
+            "word_score": d["node_t2i"][0, 0, :, 0],
+            "region_score": d["node_i2t"][0, 0, :, 0],
+            "t2i_score": d["t2i"][0, 0],
+            "i2t_score": d["i2t"][0, 0],
+            "score": score[0, 0],
+        }
+        if d["text_graph"] is not None:  # messages="own" propagates no textual graph
+            out["text_graph_weights"] = d["text_graph"][0]
+        return out
+
+    def _score(self, images: EncodedImages, captions: EncodedCaptions, details: Details = None) -> Tensor:
+        """The ``(N, M)`` scores; ``details`` (when given) receives the attentions (``att_t2i (N, M, L, R)``,
+        ``att_i2t (M, L, N, R)``), the node-level matching vectors (``x_t2i (N, M, L, B)``,
+        ``x_i2t (N, M, R, B)``), the node scores (``node_t2i (N, M, L, 1)``, ``node_i2t (N, M, R, 1)``),
+        the textual graph (``text_graph (M, L, L)``) and both directions' scores."""
         if not (images.extra and _KERNEL_WEIGHTS in images.extra):
             images = self.prepare_images(images)
         if not (captions.extra and _TEXT_GRAPH in captions.extra):
@@ -340,6 +375,8 @@ class GSMNMatcher(Matcher):
             cosine, vm[None, None], um[:, :, None, None], query_dim=-1, context_dim=1
         )
         del cosine  # att_t2i: (N, M, L, R); att_i2t: (M, L, N, R)
+        if details is not None:
+            details.update(att_t2i=att_t2i, att_i2t=att_i2t, text_graph=captions.extra[_TEXT_GRAPH])
         # numerators of the block cosines: i2t sums over the words one word at a time, then t2i
         # sums over the regions after weighting dots in place (its last use)
         num_i2t = dots[:, :, 0] * att_i2t[:, 0]  # (B, M, N, R)
@@ -361,8 +398,11 @@ class GSMNMatcher(Matcher):
             h = self.text_conv(x)
         else:
             h = torch.einsum("mij,nmjh->nmih", captions.extra[_TEXT_GRAPH], self.text_conv(x))
-        t2i = masked_mean(self.text_mlp(h), um.unsqueeze(0), dim=2).squeeze(-1)  # (N, M)
-        del x, h
+        node = self.text_mlp(h)  # (N, M, L, 1)
+        t2i = masked_mean(node, um.unsqueeze(0), dim=2).squeeze(-1)  # (N, M)
+        if details is not None:
+            details.update(x_t2i=x, node_t2i=node, t2i=t2i)
+        del x, h, node
 
         # Image-to-text: node-level matching vectors, propagated over the visual graph.
         x = attended_block_cosine(
@@ -380,7 +420,10 @@ class GSMNMatcher(Matcher):
             h = (y * images.extra[_KERNEL_WEIGHTS].sum(-1)[:, None, :, :, None]).flatten(-2)
         else:
             h = torch.einsum("nikj,nmjkh->nmikh", images.extra[_KERNEL_WEIGHTS], y).flatten(-2)
-        i2t = masked_mean(self.visual_mlp(h), vm.unsqueeze(1), dim=2).squeeze(-1)  # (N, M)
+        node = self.visual_mlp(h)  # (N, M, R, 1)
+        i2t = masked_mean(node, vm.unsqueeze(1), dim=2).squeeze(-1)  # (N, M)
+        if details is not None:
+            details.update(x_i2t=x, node_i2t=node, i2t=i2t)
         return t2i + i2t
 
     def _attention(self, cosine: Tensor, query_mask: Tensor, context_mask: Tensor, **dims: int) -> Tensor:

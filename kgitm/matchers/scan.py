@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from kgitm.core.types import EncodedCaptions, EncodedImages
-from kgitm.matchers.base import Matcher
+from kgitm.matchers.base import Details, Matcher, check_single_pair
 from kgitm.core.functional import l2norm, masked_mean, masked_softmax, scratch_mul
 
 #: key of the context Gram matrix in ``images.extra`` (t2i) or ``captions.extra`` (i2t).
@@ -195,6 +195,8 @@ class SCANMatcher(Matcher):
         context: Tensor,
         context_mask: Tensor,
         context_gram: Tensor | None = None,
+        *,
+        details: Details = None,
     ) -> Tensor:
         r"""Relevance :math:`R(q, a_q)` of every query item of every query owner to every context owner.
 
@@ -202,7 +204,8 @@ class SCANMatcher(Matcher):
         computed once for the block (:meth:`prepare_images` / :meth:`prepare_captions`). The work
         is laid out ``(P, C, S, Q)``, the order one GEMM writes the dot products in, so nothing of
         the block's size is permuted and the softmax runs over an outer axis (on the CPU several
-        times faster than over a short last axis such as a dozen words).
+        times faster than over a short last axis such as a dozen words). ``details``, when given, receives
+        the attention (``"attention"``, ``(P, C, S, Q)``: every query item's weights over the context items).
 
         Shapes:
             query: ``(S, Q, D)``, query_mask: ``(S, Q)``; context: ``(P, C, D)``, context_mask: ``(P, C)``.
@@ -225,6 +228,8 @@ class SCANMatcher(Matcher):
             context_dim=1,
         )  # (P, C, S, Q)
         del cosine
+        if details is not None:
+            details["attention"] = attention
         gram = (_gram(context) if context_gram is None else context_gram).unsqueeze(2)  # (P, C, 1, C)
         numerator = scratch_mul(dots, attention).sum(1).unsqueeze(-1)  # (P, S, Q, 1); the last use of dots
         rel = attended_block_cosine(
@@ -248,14 +253,20 @@ class SCANMatcher(Matcher):
         return EncodedCaptions(captions.features, captions.mask, captions.adjacency, extra)
 
     def forward(self, images: EncodedImages, captions: EncodedCaptions) -> Tensor:
+        return self._score(images, captions)
+
+    def _score(self, images: EncodedImages, captions: EncodedCaptions, details: Details = None) -> Tensor:
+        """The ``(N, M)`` scores; ``details`` (when given) receives the attention and the relevances."""
         if self.direction == "t2i":
             gram = (images.extra or {}).get(_GRAM)
-            rel = self.relevance(captions.features, captions.mask, images.features, images.mask, gram)  # (N, M, L)
+            rel = self.relevance(captions.features, captions.mask, images.features, images.mask, gram, details=details)  # (N, M, L)
             mask = captions.mask.unsqueeze(0)
         else:
             gram = (captions.extra or {}).get(_GRAM)
-            rel = self.relevance(images.features, images.mask, captions.features, captions.mask, gram)  # (M, N, R)
+            rel = self.relevance(images.features, images.mask, captions.features, captions.mask, gram, details=details)  # (M, N, R)
             mask = images.mask.unsqueeze(0)
+        if details is not None:
+            details["relevance"] = rel
         mask = mask.expand_as(rel)
         if self.aggregation == "lse":
             score = masked_logsumexp(rel, mask, dim=-1, temperature=self.lambda_lse)
@@ -266,6 +277,19 @@ class SCANMatcher(Matcher):
         else:
             score = rel.masked_fill(~mask, torch.finfo(rel.dtype).min).amax(-1).masked_fill(~mask.any(-1), 0.0)
         return score if self.direction == "t2i" else score.t()
+
+    def alignments(self, images: EncodedImages, captions: EncodedCaptions) -> dict[str, Tensor]:
+        """The attention and the relevances that made one pair's score (see :meth:`Matcher.alignments`):
+        t2i ``word_region_attention (L, R)`` (each word's weights over the regions) and
+        ``word_relevance (L,)``; i2t ``region_word_attention (R, L)`` and ``region_relevance (R,)``."""
+        check_single_pair(images, captions, type(self).__name__)
+        details: dict = {}
+        score = self._score(images, captions, details)
+        # attention (P, C, S, Q) with one context owner and one query owner: (C, Q), queries last
+        attention = details["attention"][0, :, 0, :].t()
+        if self.direction == "t2i":
+            return {"word_region_attention": attention, "word_relevance": details["relevance"][0, 0], "score": score[0, 0]}
+        return {"region_word_attention": attention, "region_relevance": details["relevance"][0, 0], "score": score[0, 0]}
 
     def pair_memory_bytes(self, images: EncodedImages, captions: EncodedCaptions) -> int:
         """Peak activation memory per pair in evaluation: about ten ``L x R`` maps (dot products,

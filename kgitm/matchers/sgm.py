@@ -22,7 +22,7 @@ from torch_geometric.nn.resolver import activation_resolver
 from kgitm.core.geometry import box_iou
 from kgitm.core.functional import l2norm, masked_mean
 from kgitm.core.types import EncodedCaptions, EncodedImages
-from kgitm.matchers.base import Matcher
+from kgitm.matchers.base import Details, Matcher, check_single_pair
 
 #: Number of geometry features :func:`relation_geometry` returns per (subject, object) box pair.
 RELATION_GEOMETRY_DIM = 5
@@ -168,19 +168,23 @@ class SceneGraphEncoder(nn.Module):
         return nodes.reshape(b, o, d), dense.reshape(b, t, d)
 
 
-def _best_match_mean(v: Tensor, v_mask: Tensor, t: Tensor, t_mask: Tensor) -> Tensor:
+def _best_match_mean(v: Tensor, v_mask: Tensor, t: Tensor, t_mask: Tensor, details: Details = None) -> Tensor:
     """For every text node its best visual node (max dot product), averaged over the text nodes.
 
     An image without valid nodes scores 0 against every caption; a caption without valid nodes
-    scores 0 against every image.
+    scores 0 against every image. ``details`` (when given) receives the dot products
+    (``"similarity"``, ``(N, M, U, V)``, padding included) and each text node's best visual node
+    (``"match"``, ``(N, M, U)``).
 
     Shapes:
         v: ``(N, V, D)``; v_mask: ``(N, V)``; t: ``(M, U, D)``; t_mask: ``(M, U)``. Output: ``(N, M)``.
     """
     n, m = v.shape[0], t.shape[0]
-    sim = torch.einsum("nvd,mud->nmuv", v, t)
-    sim = sim.masked_fill(~v_mask[:, None, None, :], torch.finfo(sim.dtype).min)
+    raw = torch.einsum("nvd,mud->nmuv", v, t)
+    sim = raw.masked_fill(~v_mask[:, None, None, :], torch.finfo(raw.dtype).min)
     best = sim.amax(dim=-1)
+    if details is not None:
+        details.update(similarity=raw, match=sim.argmax(dim=-1))
     best = torch.where(v_mask.any(-1)[:, None, None], best, torch.zeros_like(best))
     mask = t_mask.unsqueeze(0).expand(n, m, -1)
     return masked_mean(best.unsqueeze(-1), mask, dim=-2).squeeze(-1)
@@ -373,17 +377,45 @@ class SGM(Matcher):
         s_obj, s_rel = self.match_terms(images, captions)
         return s_obj + self.rho * s_rel
 
-    def match_terms(self, images: EncodedImages, captions: EncodedCaptions) -> tuple[Tensor, Tensor]:
-        """The object-level and relation-level scores ``(S_obj, S_rel)``, each ``(N, M)``."""
+    def match_terms(
+        self, images: EncodedImages, captions: EncodedCaptions, details: Details = None
+    ) -> tuple[Tensor, Tensor]:
+        """The object-level and relation-level scores ``(S_obj, S_rel)``, each ``(N, M)``; ``details``
+        (when given) receives the similarities and best matches of both levels (``"object"``,
+        ``"relation"``: see :func:`_best_match_mean`)."""
         vi, tc = images.extra, captions.extra
-        s_obj = _best_match_mean(vi[OBJECT_EMBEDDING_KEY], vi["obj_mask"], tc[OBJECT_EMBEDDING_KEY], tc["obj_mask"])
+        obj = rel = None
+        if details is not None:
+            obj, rel = details.setdefault("object", {}), details.setdefault("relation", {})
+        s_obj = _best_match_mean(vi[OBJECT_EMBEDDING_KEY], vi["obj_mask"], tc[OBJECT_EMBEDDING_KEY], tc["obj_mask"], obj)
         s_rel = _best_match_mean(
-            vi[RELATION_EMBEDDING_KEY], vi["rel_mask"], tc[RELATION_EMBEDDING_KEY], tc["rel_mask"]
+            vi[RELATION_EMBEDDING_KEY], vi["rel_mask"], tc[RELATION_EMBEDDING_KEY], tc["rel_mask"], rel
         )
         return s_obj, s_rel
 
     def forward(self, images: EncodedImages, captions: EncodedCaptions) -> Tensor:
         return self.match(self.prepare_images(images), self.prepare_captions(captions))
+
+    def alignments(self, images: EncodedImages, captions: EncodedCaptions) -> dict[str, Tensor]:
+        """The correspondences that made one pair's score (see :meth:`Matcher.alignments`), from
+        :meth:`match_terms`: ``object_similarity (O_t, O_v)`` (text objects by visual objects, padding
+        included: read it with ``caption_object_mask (O_t,)`` and ``image_object_mask (O_v,)``),
+        ``object_match (O_t,)`` (each text object's best visual object), the same for relations
+        (``relation_similarity (T_t, T_v)``, ``relation_match``, ``caption_relation_mask``,
+        ``image_relation_mask``), ``object_score``, ``relation_score`` and ``score`` (``object_score + rho
+        * relation_score``)."""
+        check_single_pair(images, captions, type(self).__name__)
+        images, captions = self.prepare_images(images), self.prepare_captions(captions)
+        d: dict = {}
+        s_obj, s_rel = self.match_terms(images, captions, d)
+        out = {}
+        for level, prefix, mask in (("object", "object", "obj_mask"), ("relation", "relation", "rel_mask")):
+            out[f"{prefix}_similarity"] = d[level]["similarity"][0, 0]
+            out[f"{prefix}_match"] = d[level]["match"][0, 0]
+            out[f"caption_{prefix}_mask"] = captions.extra[mask][0]
+            out[f"image_{prefix}_mask"] = images.extra[mask][0]
+        out.update(object_score=s_obj[0, 0], relation_score=s_rel[0, 0], score=(s_obj + self.rho * s_rel)[0, 0])
+        return out
 
     def pair_memory_bytes(self, images: EncodedImages, captions: EncodedCaptions) -> int:
         """Per pair: the ``O_t x O_v`` and ``T_t x T_v`` score maps and their masked copies.

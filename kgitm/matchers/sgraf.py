@@ -24,7 +24,7 @@ from torch import Tensor, nn
 
 from kgitm.core.functional import l2norm, masked_mean, masked_softmax, scratch_mul
 from kgitm.core.types import EncodedCaptions, EncodedImages
-from kgitm.matchers.base import Matcher
+from kgitm.matchers.base import Details, Matcher, check_single_pair
 from kgitm.matchers.scan import cross_attention
 
 #: keys of the per-block global vectors in ``images.extra`` / ``captions.extra`` (:meth:`SGRAFMatcher.prepare_images`).
@@ -377,9 +377,10 @@ class SGRAFMatcher(Matcher):
         return EncodedCaptions(captions.features, captions.mask, captions.adjacency, extra)
 
     # ------------------------------------------------------------------ per pair
-    def local_alignments(self, images: EncodedImages, captions: EncodedCaptions) -> Tensor:
+    def local_alignments(self, images: EncodedImages, captions: EncodedCaptions, details: Details = None) -> Tensor:
         """Local similarity vector of every word of every caption with every image, ``(N, M, L, K)``
-        (rows of padded words hold finite values that are never read)."""
+        (rows of padded words hold finite values that are never read); ``details`` (when given) receives
+        the attention of every word over the regions (``"attention"``, ``(N, R, M, L)``)."""
         self._built()
         v = images.features.masked_fill(~images.mask.unsqueeze(-1), 0.0)
         e = captions.features.masked_fill(~captions.mask.unsqueeze(-1), 0.0)
@@ -397,6 +398,8 @@ class SGRAFMatcher(Matcher):
             context_dim=1,
         )  # (N, R, M, L)
         del dots
+        if details is not None:
+            details["attention"] = attention
         attended = torch.bmm(attention.view(n, r, m * l).transpose(1, 2), v).view(n, m, l, d)
         del attention
         attended = scratch_mul(attended, 1.0 / torch.linalg.vector_norm(attended, dim=-1, keepdim=True).clamp_min(self.eps))  # l2
@@ -424,13 +427,25 @@ class SGRAFMatcher(Matcher):
         return steps[-1](nodes, key_mask, queries=nodes[:, :, :1]).squeeze(2)
 
     def forward(self, images: EncodedImages, captions: EncodedCaptions) -> Tensor:
+        return self._score(images, captions)
+
+    def alignments(self, images: EncodedImages, captions: EncodedCaptions) -> dict[str, Tensor]:
+        """The local alignments' attention that went into one pair's score (see :meth:`Matcher.alignments`):
+        ``word_region_attention (L, R)`` and ``score``."""
+        check_single_pair(images, captions, type(self).__name__)
+        d: dict = {}
+        score = self._score(images, captions, d)
+        return {"word_region_attention": d["attention"][0, :, 0, :].t(), "score": score[0, 0]}
+
+    def _score(self, images: EncodedImages, captions: EncodedCaptions, details: Details = None) -> Tensor:
+        """The ``(N, M)`` scores; ``details`` (when given) receives the local attention."""
         image_global = (images.extra or {}).get(_IMAGE_GLOBAL)
         caption_global = (captions.extra or {}).get(_CAPTION_GLOBAL)
         if image_global is None:
             image_global = self.image_global(images)
         if caption_global is None:
             caption_global = self.caption_global(captions)
-        local = self.local_alignments(images, captions)  # (N, M, L, K)
+        local = self.local_alignments(images, captions, details)  # (N, M, L, K)
         glob = self.global_alignments(image_global, caption_global)  # (N, M, K)
         nodes = torch.cat([glob.unsqueeze(2), local], dim=2)  # (N, M, 1 + L, K)
         del local

@@ -189,9 +189,11 @@ class MatchingModel(nn.Module):
             return self.matcher
         return KnowledgeFusedMatcher(self.matcher, self.knowledge)
 
-    def encode_images(self, images: ImageInputs) -> EncodedImages:
+    def encode_images(self, images: ImageInputs, details: Optional[dict] = None) -> EncodedImages:
+        """The image encoder's regions, with concept nodes attached when knowledge is configured
+        (``details``, when given, receives the regions' concept weights: ``augment_images``)."""
         encoded = self.image_encoder(images)
-        return encoded if self.knowledge is None else self.knowledge.augment_images(encoded)
+        return encoded if self.knowledge is None else self.knowledge.augment_images(encoded, details)
 
     def encode_captions(self, captions: CaptionInputs) -> EncodedCaptions:
         encoded = self.text_encoder(captions)
