@@ -479,3 +479,55 @@ def test_convert_then_kgitm_predict_writes_the_release_sims(tmp_path, monkeypatc
     np.testing.assert_allclose(np.load(sims_path), naive(modules, opt, words, np.load(data / "test_ims.npy"), CAPTIONS), atol=TOL, rtol=0)
     provenance = json.loads((out / "provenance.json").read_text())
     assert provenance["release"] == release and provenance["release_best_rsum"] == 412.5
+
+
+# ---------------------------------------------------------------------------- SGRAF = SAF + SGR, as an ensemble
+
+
+@pytest.mark.slow
+def test_sgraf_is_the_ensemble_of_converted_saf_and_sgr(tmp_path, monkeypatch, capsys):
+    """The paper's SGRAF row: the mean of the SAF and SGR models' similarity matrices (the release's
+    ``evaluation.py`` scores one model; the two are averaged offline, as VSRN's ``evaluation_models.py``
+    does with ``(d + d2) / 2``). ``kgitm ensemble`` of the two converted folders computes exactly that,
+    records both members, and ``kgitm compare`` shows it as one row of 2 models beside single models."""
+    monkeypatch.chdir(tmp_path)
+    words = release_words()
+    vocab = write_json_vocab(tmp_path / "f30k_precomp_vocab.json", words)  # one vocabulary, as the release's two runs
+    data = write_precomp(tmp_path / "f30k_precomp", one_vector=False)
+    images = np.load(data / "test_ims.npy")
+    naive, folders = {}, {}
+    for seed, module in enumerate(("SAF", "SGR")):
+        opt = sgraf_options(len(words), module_name=module)
+        modules = sgraf_modules(len(words), module, seed=seed)
+        ckpt = save_release(tmp_path / f"f30k_{module}_model_best.pth.tar", modules, opt)
+        folders[module] = tmp_path / f"f30k_{module}"
+        main(["convert-checkpoint", "sgraf", str(ckpt), "--vocab", str(vocab), "--out", str(folders[module])])
+        naive[module] = official_sgraf_sims(modules, opt, words, images, CAPTIONS)
+    capsys.readouterr()
+    results = tmp_path / "sgraf.json"
+    main(["ensemble",
+          *(a for m in ("SAF", "SGR") for a in ("--run", str(folders[m] / "config.yaml"), str(folders[m] / "model.ckpt"))),
+          "--output", str(results), "--sims-out", str(tmp_path / "sgraf.npy"), "--run-sims-dir", str(tmp_path / "members"),
+          "--", "--data.root", str(data), "--trainer.accelerator", "cpu"])
+    table = capsys.readouterr().out
+    average = np.load(tmp_path / "sgraf.npy")
+    np.testing.assert_allclose(average, (naive["SAF"] + naive["SGR"]) / 2, atol=TOL, rtol=0)
+    members = sorted((tmp_path / "members").glob("*.npy"))
+    np.testing.assert_allclose(np.load(members[0]), naive["SAF"], atol=TOL, rtol=0)
+    np.testing.assert_allclose(np.load(members[1]), naive["SGR"], atol=TOL, rtol=0)
+
+    record = json.loads(results.read_text())
+    assert record["models"] == 2 and [m["models"] for m in record["members"]] == [1, 1]
+    assert [m["source"]["config"] for m in record["members"]] == [str(folders[m] / "config.yaml") for m in ("SAF", "SGR")]
+    assert record["weights"] == [0.5, 0.5]
+    header = next(line for line in table.splitlines() if line.startswith("model"))
+    assert header.split()[:2] == ["model", "models"]
+    rows = {line.split()[0]: line.split()[1] for line in table.splitlines() if line.split() and line.split()[0] in ("f30k_SAF", "f30k_SGR", "ensemble")}
+    assert rows == {"f30k_SAF": "1", "f30k_SGR": "1", "ensemble": "2"}  # members named by their converted folders
+
+    single = tmp_path / "saf.json"
+    single.write_text(json.dumps({"name": "saf", "models": 1, "results": record["members"][0]["results"]}))
+    main(["compare", str(single), str(results), "--markdown"])
+    md = capsys.readouterr().out.splitlines()
+    assert md[0].startswith("| model | models |")
+    assert md[2].startswith("| saf | 1 |") and md[3].startswith("| ensemble(f30k_SAF + f30k_SGR) | 2 |")
