@@ -531,3 +531,22 @@ def test_sgraf_is_the_ensemble_of_converted_saf_and_sgr(tmp_path, monkeypatch, c
     md = capsys.readouterr().out.splitlines()
     assert md[0].startswith("| model | models |")
     assert md[2].startswith("| saf | 1 |") and md[3].startswith("| ensemble(f30k_SAF + f30k_SGR) | 2 |")
+
+
+def test_vsrn_encoder_ignores_padded_regions():
+    """Padding (all-zero regions after the valid ones) changes neither the GCN's region count, the
+    region-axis l2 nor the GRU's last state: a padded image encodes as the unpadded one (in evaluation)."""
+    from kgitm.core.batch import ImageInputs
+    from kgitm.encoders.reasoning import VSRNImageEncoder
+
+    torch.manual_seed(0)
+    enc = VSRNImageEncoder(D_IN_SCAN, EMBED, final_batch_norm=True).eval()
+    for layer in enc.gcn:  # a non-zero residual branch (the release initialises its batch norm to zero)
+        torch.nn.init.normal_(layer.W[1].weight)
+    x = torch.randn(2, REGIONS, D_IN_SCAN)
+    whole = enc(ImageInputs(features=x, region_mask=torch.ones(2, REGIONS, dtype=torch.bool))).features
+    padded = torch.cat([x, torch.zeros(2, 2, D_IN_SCAN)], 1)
+    mask = torch.cat([torch.ones(2, REGIONS, dtype=torch.bool), torch.zeros(2, 2, dtype=torch.bool)], 1)
+    out = enc(ImageInputs(features=padded, region_mask=mask))
+    assert out.features.shape == (2, 1, EMBED) and out.mask.all()
+    torch.testing.assert_close(out.features, whole, atol=1e-6, rtol=0)
