@@ -81,6 +81,28 @@ def test_saved_matrices_table_json_and_sims_out(tmp_path, capsys):
     assert not list(tmp_path.glob(".*tmp*"))  # atomic writes leave no temporaries
 
 
+def test_rows_say_one_model_or_an_ensemble_of_n(tmp_path, capsys):
+    """The table's models column and the JSON record 1 per member and N for the ensemble;
+    kgitm compare reads the ensemble file as one row of N models beside a single model's file."""
+    mats = _mats(count=3)
+    for name, m in zip("abc", mats):
+        np.save(tmp_path / f"{name}.npy", m)
+    out = tmp_path / "res.json"
+    main(["ensemble", *(str(tmp_path / f"{n}.npy") for n in "abc"), "--output", str(out)])
+    lines = capsys.readouterr().out.splitlines()
+    assert next(line for line in lines if line.startswith("model")).split()[:2] == ["model", "models"]
+    counts = {line.split()[0]: line.split()[1] for line in lines if line.split() and line.split()[0] in ("a", "b", "c", "ensemble")}
+    assert counts == {"a": "1", "b": "1", "c": "1", "ensemble": "3"}
+    res = json.loads(out.read_text())
+    assert res["models"] == 3 and res["name"] == "ensemble(a + b + c)" and [m["models"] for m in res["members"]] == [1, 1, 1]
+    single = tmp_path / "a_test.json"
+    single.write_text(json.dumps({"name": "a", "models": 1, "results": res["members"][0]["results"]}))
+    main(["compare", str(single), str(out)])
+    rows = [line.split() for line in capsys.readouterr().out.splitlines()]
+    assert ["a", "1"] in [r[:2] for r in rows] and ["ensemble(a", "+"] in [r[:2] for r in rows]
+    assert next(r for r in rows if r[0] == "ensemble(a")[5] == "3"  # "ensemble(a + b + c)" is five words
+
+
 def test_coco1k_protocol(tmp_path, capsys):
     a, b = _mats(n=4, count=2)
     np.save(tmp_path / "a.npy", a)

@@ -24,6 +24,10 @@ then (GSMN also needs {split}_ims_bbx.npy and a plain {split}_ims_size.npy: kgit
   kgitm predict --config DIR/config.yaml --ckpt_path DIR/model.ckpt --data.root PRECOMP --sims_out SIMS.npy
   kgitm test    --config DIR/config.yaml --ckpt_path DIR/model.ckpt --data.root PRECOMP
 
+SGRAF's published SGRAF and VSRN's published numbers are two models averaged: convert each (SGRAF: its
+SAF and SGR runs; VSRN: model_1 and model_2), then
+  kgitm ensemble --run DIR1/config.yaml DIR1/model.ckpt --run DIR2/config.yaml DIR2/model.ckpt -- --data.root PRECOMP
+
 The checkpoint is read with torch.load(weights_only=True): only tensors, plain containers and
 argparse.Namespace are unpickled; a vocabulary pickle may hold its Vocabulary class and nothing else.
 Every key of the checkpoint and every option of its training command is accounted for: a missing or

@@ -59,8 +59,10 @@ All members must have the same shape and finite scores.
 """
 
 _EPILOG = """\
-JSON written by --output: {"ensemble": metrics, "members": [{"name", "weight", "source",
-"results"}], "protocol", "captions_per_image", "weights"} with the metric keys of `kgitm evaluate`.
+JSON written by --output: {"name", "models": N, "ensemble": metrics, "members": [{"name", "models": 1,
+"weight", "source", "results"}], "protocol", "captions_per_image", "weights"} with the metric keys of
+`kgitm evaluate`; `kgitm compare` reads it as one row of N models. The table's "models" column says
+how many models made each row: 1 for a member, N for the ensemble.
 
 examples:
   kgitm ensemble runs/gsmn_sparse/sims.npy runs/gsmn_dense/sims.npy --output gsmn_ensemble.json
@@ -88,6 +90,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--sims-out", type=Path, default=None, metavar="AVG.npy", help="also save the averaged matrix (written through a memory map, then moved into place)")
     parser.add_argument("--run-sims-dir", type=Path, default=None, metavar="DIR", help="keep the matrices of --run members here (default: a temporary folder, deleted)")
     return parser
+
+
+def _run_name(config: str) -> str:
+    """A ``--run`` member's name: its config's stem, or its folder's name for a ``config.yaml``
+    (``kgitm convert-checkpoint`` folders, run folders)."""
+    path = Path(config)
+    return path.parent.resolve().name if path.stem == "config" else path.stem
 
 
 def _unique_names(names: list[str]) -> list[str]:
@@ -125,9 +134,9 @@ def main(argv: list[str]) -> int:
             run_dir = args.run_sims_dir or Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="kgitm-ensemble-")))
             run_dir.mkdir(parents=True, exist_ok=True)
             for config, ckpt in args.run:
-                out = run_dir / f"member{len(members)}_{Path(config).stem}.npy"
+                out = run_dir / f"member{len(members)}_{_run_name(config)}.npy"
                 predict_similarity(config, ckpt, out, extra_args=extra)
-                members.append(Member(Path(config).stem, out, {"config": config, "ckpt": ckpt, "args": extra}))
+                members.append(Member(_run_name(config), out, {"config": config, "ckpt": ckpt, "args": extra}))
         for m, name in zip(members, _unique_names([m.name for m in members])):
             m.name = name
 
@@ -161,18 +170,21 @@ def main(argv: list[str]) -> int:
         f"{PROG} | protocol {args.protocol} | {n_img} images x {n_cap} captions | "
         f"ensemble = " + " + ".join(f"{w:.3g} {m.name}" for w, m in zip(weights, members))
     )
-    print(format_retrieval_table({**results, ens_name: ensemble}, title=title))
+    counts = {**{m.name: 1 for m in members}, ens_name: len(members)}
+    print(format_retrieval_table({**results, ens_name: ensemble}, title=title, models=counts))
     if args.sims_out is not None:
         print(f"averaged matrix written to {args.sims_out}", file=sys.stderr)
     if args.output is not None:
         atomic_write_json(
             args.output,
             {
+                "name": f"ensemble({' + '.join(m.name for m in members)})",
+                "models": len(members),
                 "protocol": args.protocol,
                 "captions_per_image": args.captions_per_image,
                 "weights": weights.tolist(),
                 "members": [
-                    {"name": m.name, "weight": float(w), "source": m.source, "results": results[m.name]}
+                    {"name": m.name, "models": 1, "weight": float(w), "source": m.source, "results": results[m.name]}
                     for m, w in zip(members, weights)
                 ],
                 "ensemble": ensemble,

@@ -343,7 +343,7 @@ class KgitmCLI(LightningCLI):
         # in a run folder beside the run's own results; in an explicit folder as test_results.json
         given = self.config[self.subcommand].get("results_file")
         out = Path(given) if given else out_dir / (f"results_{split}.json" if self.run_dir else "test_results.json")
-        atomic_write_json(out, {"name": self._name(), "split": split, "results": res, "protocols": protocols})
+        atomic_write_json(out, {"name": self._name(), "models": 1, "split": split, "results": res, "protocols": protocols})
         print(f"results written to {out}")
 
     def after_predict(self) -> None:

@@ -1,6 +1,7 @@
 """Conversion of released checkpoints of the field into kgitm models (``kgitm convert-checkpoint``).
 
-One module per release (:mod:`kgitm.convert.scan`, :mod:`kgitm.convert.vsepp`, :mod:`kgitm.convert.gsmn`) maps the release's
+One module per release (:mod:`kgitm.convert.scan`, :mod:`kgitm.convert.vsepp`, :mod:`kgitm.convert.gsmn`,
+:mod:`kgitm.convert.sgraf`, :mod:`kgitm.convert.vse_infty`, :mod:`kgitm.convert.vsrn`) maps the release's
 state dicts and options onto kgitm's encoders and matchers; :mod:`kgitm.convert.release` reads the
 releases' files safely and accounts for every key and option; :mod:`kgitm.convert.output` writes the
 kgitm model folder. :data:`RELEASES` is the registry the command line offers. See ``docs/checkpoints.md``.
@@ -11,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from kgitm.convert import gsmn, scan, vsepp
+from kgitm.convert import gsmn, scan, sgraf, vse_infty, vsepp, vsrn
 from kgitm.convert.parts import Conversion
 from kgitm.convert.release import (
     ReleaseCheckpoint,
@@ -39,6 +40,12 @@ RELEASES: dict[str, Release] = {
         Release("scan", "SCAN (kuanghuei/SCAN): t2i/i2t cross attention, json vocabulary", scan.convert),
         Release("vsepp", "VSE++ (fartashf/vsepp) precomp runs: one vector per image, pickled vocabulary", vsepp.convert),
         Release("gsmn", "GSMN (CrossmodalGroup/GSMN): the release's forward, captions as precaps_stan ids, boxes", gsmn.convert),
+        Release("sgraf", "SGRAF (Paranioar/SGRAF, python3.6): one SAF or SGR model (opt.module_name); SGRAF = kgitm ensemble of both",
+                sgraf.convert),
+        Release("vse_infty", "VSE-infinity (woodfrog/vse_infty, bigru): BUTD regions + Bi-GRU, GPO; the BERT variant is refused",
+                vse_infty.convert),
+        Release("vsrn", "VSRN (KunpengLi1994/VSRN): GCN reasoning + GRU over regions; published numbers = kgitm ensemble of two",
+                vsrn.convert),
     )
 }
 

@@ -11,11 +11,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
-from torch import Tensor
+import torch
+from torch import Tensor, nn
 
 from kgitm.convert.release import ModuleState, ReleaseFormatError, ReleaseVocabulary, fold_weight_norm
 
-__all__ = ["Conversion", "gru_text_encoder", "region_encoder"]
+__all__ = ["Conversion", "gru_text_encoder", "region_encoder", "take_module"]
 
 REGION_ENCODER = "kgitm.encoders.image.RegionEncoder"
 GRU_TEXT_ENCODER = "kgitm.encoders.text.BiGRUTextEncoder"
@@ -112,3 +113,21 @@ def gru_text_encoder(
         "init_args": {"word_dim": word_dim, "num_layers": num_layers, "bidirectional": bidirectional, "normalize": True},
     }
     return config, out, itos
+
+
+def take_module(state: ModuleState, module: nn.Module, *, source: str, target: str) -> dict[str, Tensor]:
+    """Every key of ``module``'s state dict, taken from the release's ``state`` under ``source`` (a key
+    prefix such as ``"gpool."``) with ``module``'s shapes, and returned under ``target`` (such as
+    ``"matcher.image_pool."``): for kgitm modules whose parameter names are the release's.
+
+    A batch norm's ``num_batches_tracked`` (absent from files of PyTorch < 0.4.1, and unused at
+    inference) is set to 0 when the file lacks it.
+    """
+    out = {}
+    for key, value in module.state_dict().items():
+        if key.endswith("num_batches_tracked") and not state.has(source + key):
+            out[target + key] = torch.zeros_like(value)
+            continue
+        taken = state.take(source + key, tuple(value.shape))
+        out[target + key] = taken.to(value.dtype)
+    return out

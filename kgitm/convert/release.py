@@ -322,6 +322,10 @@ class ModuleState:
     def keys(self) -> list[str]:
         return list(self._state)
 
+    def peek(self, key: str) -> Optional[Tensor]:
+        """``key``'s tensor, left in place (``None`` when absent): to read a size before taking the keys."""
+        return self._state.get(key)
+
     def take(self, key: str, shape: Optional[tuple[Optional[int], ...]] = None) -> Tensor:
         """Remove and return ``key``; ``shape`` (``None`` entries free) is checked."""
         if key not in self._state:
