@@ -66,11 +66,14 @@ class CaptionSet:
 @dataclass
 class SceneGraphLimits:
     """Padding limits of the scene-graph tensors (SGM): objects and relations per caption and per
-    image, and words per predicate. Defaults follow Neural Motifs (36 objects, 25 relations)."""
+    image, and words per predicate. Defaults follow Neural Motifs (36 objects, 25 relations).
+    ``attributes`` is the attribute slots per caption object (CORA's entity composer; 0, the default,
+    serves no attribute tensors)."""
 
     text_objects: int = 12
     text_relations: int = 12
     predicate_words: int = 3
+    attributes: int = 0
     image_objects: int = 36
     image_relations: int = 25
 
@@ -180,7 +183,8 @@ class CaptionImageDataset(Dataset):
                 self.text_graphs = [
                     text_graph_index(
                         p, max_objects=lim.text_objects, max_relations=lim.text_relations,
-                        max_predicate_words=lim.predicate_words, max_tokens=max_words, where=f"{source}:{k + 1}",
+                        max_predicate_words=lim.predicate_words, max_tokens=max_words,
+                        max_attributes=lim.attributes, where=f"{source}:{k + 1}",
                     )
                     for k, p in enumerate(parsed)
                 ]
