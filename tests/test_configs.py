@@ -66,7 +66,7 @@ def test_config_instantiates_and_trains_one_step(path: Path, tiny_synthscenes, t
         args = ["--config", str(path), *data, *SMALL]
     elif kind == "model":
         args = ["--config", str(BASE), "--model", str(path), *data, *small]
-        if "sgm.SGM" in text or "graph: sparse" in text:  # these matchers read graphs from the stores
+        if "sgm.SGM" in text or "cora.CORA" in text or "graph: sparse" in text:  # these matchers read graphs from the stores
             args += ["--data", str(REPO / "configs/data/synthscenes_scene_graphs.yaml"), *data, *graphs]
     elif kind == "data":
         args = ["--config", str(BASE), "--data", str(path), *data, *SMALL]

@@ -34,6 +34,7 @@ from kgitm.matchers.sgm import SGM
 from test_matchers import SCAN_SETTINGS, gsmn, make_captions, make_images, naive_gsmn, naive_scan, perturb_padding, scan
 from test_sgm import naive_scores as naive_sgm
 from test_sgraf import naive_sgraf, sgraf
+from test_cora import cora_inputs, cora_matcher, naive_cora
 
 D = 16
 TOL = 1e-5
@@ -200,6 +201,9 @@ CONTRACT: list[Case] = [
     Case("sgraf-sgr", lambda: sgraf("SGR"), plain_inputs, naive_sgraf),
     Case("sgraf-sgr-1-step", lambda: sgraf("SGR", sgr_step=1), plain_inputs, naive_sgraf),
     Case("sgraf-saf", lambda: sgraf("SAF"), plain_inputs, naive_sgraf),
+    Case("cora", cora_matcher, cora_inputs, naive_cora),
+    Case("cora-hidden-2-entity-layers", lambda: cora_matcher(hidden_dim=8, entity_layers=2, relation_layers=1),
+         cora_inputs, naive_cora),
 ]
 IDS = [c.name for c in CONTRACT]
 

@@ -87,6 +87,7 @@ def text_graph_index(
     max_relations: int,
     max_predicate_words: int,
     max_tokens: Optional[int] = None,
+    max_attributes: int = 0,
     where: str = "caption 0",
 ) -> dict[str, Tensor]:
     """The index tensors of one textual scene graph.
@@ -110,11 +111,17 @@ def text_graph_index(
         max_tokens: when the text encoder sees only the first ``L`` tokens (truncated captions), pass
             ``L``: objects whose head lies beyond it are dropped (with their relations) and predicate
             words beyond it are ignored. (default: ``None``, no truncation)
+        max_attributes: attribute slots ``A`` per object (CORA's entity composer). With ``A > 0`` each
+            attribute lemma is located among the tokens like a one-word predicate next to its object
+            (:func:`find_predicate_tokens` with the object span on both sides, the last match kept);
+            an attribute whose word is not in the (truncated) caption is dropped, and so are those
+            beyond the first ``A`` of an object. (default: ``0``, no attribute tensors)
         where: names the caption in error messages (file and line).
 
     Returns:
         ``obj_token (o,)``, ``rel_subj (t,)`` / ``rel_obj (t,)`` object slots, ``rel_pred_tokens (t, P)``
-        and ``rel_pred_mask (t, P)``, with ``o <= O`` kept objects and ``t <= T`` kept relations.
+        and ``rel_pred_mask (t, P)``, with ``o <= O`` kept objects and ``t <= T`` kept relations; with
+        ``max_attributes > 0`` also ``obj_attr_token (o, A)`` and ``obj_attr_mask (o, A)``.
 
     Raises:
         ValueError: an object span lies outside the caption's tokens, or a relation points at an
@@ -155,13 +162,32 @@ def text_graph_index(
             pred_tokens[t, p] = pos
             pred_mask[t, p] = True
     t = len(subj)
-    return {
+    out = {
         "obj_token": torch.tensor(obj_token, dtype=torch.long),
         "rel_subj": torch.tensor(subj, dtype=torch.long),
         "rel_obj": torch.tensor(obj, dtype=torch.long),
         "rel_pred_tokens": pred_tokens[:t].clone(),
         "rel_pred_mask": pred_mask[:t].clone(),
     }
+    if max_attributes > 0:
+        attr_tokens = torch.zeros(len(obj_token), max_attributes, dtype=torch.long)
+        attr_mask = torch.zeros(len(obj_token), max_attributes, dtype=torch.bool)
+        for a, (o, lemma) in enumerate(parsed.scene_graph.attributes):
+            if not 0 <= o < len(objects):
+                raise ValueError(
+                    f"{where}: attribute {a} {(o, lemma)} points at an object the caption does not have "
+                    f"(it has {len(objects)} objects); fix the parsed graph"
+                )
+            if o not in slot:
+                continue
+            k = int(attr_mask[slot[o]].sum())
+            positions = find_predicate_tokens(tokens[:limit], lemma, objects[o].span, objects[o].span)
+            if k < max_attributes and positions:
+                attr_tokens[slot[o], k] = positions[-1]
+                attr_mask[slot[o], k] = True
+        out["obj_attr_token"] = attr_tokens
+        out["obj_attr_mask"] = attr_mask
+    return out
 
 
 def visual_graph_index(
@@ -292,6 +318,7 @@ def collate_text_scene_graphs(
     max_relations: int,
     max_predicate_words: int,
     max_tokens: Optional[int] = None,
+    max_attributes: int = 0,
 ) -> dict[str, Tensor]:
     """Pad the textual scene graphs of ``M`` captions into index tensors (:func:`text_graph_index` then
     :func:`pad_graph_indices`).
@@ -299,12 +326,13 @@ def collate_text_scene_graphs(
     Returns:
         ``obj_token (M, O)`` long, ``obj_mask (M, O)`` bool, ``rel_subj (M, T)`` / ``rel_obj (M, T)``
         long object slots, ``rel_pred_tokens (M, T, P)`` long, ``rel_pred_mask (M, T, P)`` bool,
-        ``rel_mask (M, T)`` bool.
+        ``rel_mask (M, T)`` bool; with ``max_attributes > 0`` also ``obj_attr_token (M, O, A)`` long and
+        ``obj_attr_mask (M, O, A)`` bool.
     """
     items = [
         text_graph_index(
             p, max_objects=max_objects, max_relations=max_relations, max_predicate_words=max_predicate_words,
-            max_tokens=max_tokens, where=f"caption {m}",
+            max_tokens=max_tokens, max_attributes=max_attributes, where=f"caption {m}",
         )
         for m, p in enumerate(parsed)
     ]

@@ -66,6 +66,8 @@ class PrecompDataModule(L.LightningDataModule):
         scene_graph_flip: exchange subject and object of every visual relation (a test-time ablation:
             ``kgitm test ... --data.scene_graph_flip true``).
         scene_graph_limits: padding limits of the scene-graph tensors.
+        visual_scene_graphs: with ``scene_graphs``, serve the images' scene graphs too (default True;
+            false serves the captions' only, which is all CORA reads: no visual graph store needed).
         relation_swap_negatives: give every training caption a relation-swapped copy
             (:mod:`kgitm.pipeline.hard_negatives`) for a hard-negative loss term
             (:class:`~kgitm.models.losses.RelationSwapHinge`); needs ``graph_store``.
@@ -121,6 +123,7 @@ class PrecompDataModule(L.LightningDataModule):
         scene_graph_source: str = "oracle",
         scene_graph_flip: bool = False,
         scene_graph_limits: SceneGraphLimits = SceneGraphLimits(),
+        visual_scene_graphs: bool = True,
         relation_swap_negatives: bool = False,
         symmetric_predicates: Sequence[str] = SYMMETRIC_PREDICATES,
         swap_predicates: Optional[Sequence[str]] = None,
@@ -274,6 +277,7 @@ class PrecompDataModule(L.LightningDataModule):
             scene_graph_source=self.hparams.scene_graph_source,
             scene_graph_flip=self.hparams.scene_graph_flip,
             scene_graph_limits=self.scene_graph_limits,
+            visual_scene_graphs=self.hparams.visual_scene_graphs,
             transforms=self._transforms,
             tokenizer=self.hparams.tokenizer,
             boundary_tokens=self.hparams.boundary_tokens,

@@ -221,3 +221,81 @@ class RotatedImageHinge(PairHinge):
         own, caps = out.images.index(rows), out.captions.index(rows)
         positive = out.sims[rows, rows] if out.sims is not None else model.score(own, caps).diagonal()
         return positive, model.score(rotated_images(own), caps).diagonal()
+
+
+def _cora_embeddings(model: "MatchingModel", out: "BatchOutput", term: str):
+    embeddings = getattr(model.matcher, "embeddings", None)
+    if not callable(embeddings):
+        raise ValueError(
+            f"{term} needs CORA's entity embeddings: set model.matcher to kgitm.matchers.cora.CORA "
+            f"(got {type(model.matcher).__name__})"
+        )
+    return embeddings(out.images, out.captions)
+
+
+class CoraContrastive(LossTerm):
+    """CORA's supervised contrastive loss of images against captions and entities (Pham et al., CVPR
+    2024; the release's ``supcon_joint_caption_entity_loss``).
+
+    Every image is an anchor over the batch's captions and entities (the entity composer's outputs of
+    each caption's objects), and every caption and entity is an anchor over the images; positives are
+    the pairs of the same image (``batch.image_index``). With ``s = v^T t / tau`` and, per anchor ``a``
+    and positive ``p``, ``log P(p) = s_ap - log(exp(s_ap) + sum_{n negative} exp(s_an))`` (the other
+    positives left out of the denominator, as the release), the loss is the mean over anchors of the
+    mean ``-log P`` over their positives, summed over both directions.
+
+    Args:
+        temperature: ``tau``. (default: ``0.01``, the release's)
+        weight: the term's factor. (default: ``1.0``)
+    """
+
+    name = "cora_contrastive"
+
+    def __init__(self, temperature: float = 0.01, *, weight: float = 1.0) -> None:
+        super().__init__(weight)
+        if temperature <= 0:
+            raise ValueError(f"CoraContrastive: temperature must be > 0, got {temperature}")
+        self.temperature = temperature
+
+    @staticmethod
+    def _side(scores: Tensor, positive: Tensor) -> Tensor:
+        negatives = torch.logsumexp(scores.masked_fill(positive, float("-inf")), dim=1, keepdim=True)
+        log_prob = scores - torch.logaddexp(scores, negatives)
+        per_anchor = (log_prob * positive).sum(1) / positive.sum(1)
+        return -per_anchor.mean()
+
+    def forward(self, model: "MatchingModel", batch: Batch, out: "BatchOutput", *, epoch: int) -> Tensor:
+        emb = _cora_embeddings(model, out, "CoraContrastive")
+        image_ids = batch.image_index.to(emb.image.device)
+        rows = emb.entity_mask.nonzero()[:, 0]
+        targets = torch.cat([emb.caption, emb.entity[emb.entity_mask]])
+        target_image = torch.cat([image_ids, image_ids[rows]])
+        scores = emb.image @ targets.T / self.temperature
+        positive = image_ids.unsqueeze(1) == target_image.unsqueeze(0)
+        return self._side(scores, positive) + self._side(scores.T, positive.T)
+
+
+class EntitySpecificityHinge(LossTerm):
+    """CORA's specificity loss: an image must score its caption above each of that caption's entities,
+    ``[s(i, e) + m - s(i, c)]_+`` averaged over the entities ``e`` of caption ``c`` of image ``i`` (the
+    release's ``triplet_specificity_loss``). ``None`` when the batch has no entity.
+
+    Args:
+        margin: ``m``. (default: ``0.35``, the release's)
+        weight: the term's factor. (default: ``1.0``; the release uses 11)
+    """
+
+    name = "cora_specificity"
+
+    def __init__(self, margin: float = 0.35, *, weight: float = 1.0) -> None:
+        super().__init__(weight)
+        self.margin = margin
+
+    def forward(self, model: "MatchingModel", batch: Batch, out: "BatchOutput", *, epoch: int) -> Optional[Tensor]:
+        emb = _cora_embeddings(model, out, "EntitySpecificityHinge")
+        if not emb.entity_mask.any():
+            return None
+        caption_score = (emb.image * emb.caption).sum(-1, keepdim=True)  # (B, 1)
+        entity_score = torch.einsum("bd,bod->bo", emb.image, emb.entity)
+        cost = (entity_score + self.margin - caption_score).clamp_min(0)
+        return cost[emb.entity_mask].mean()

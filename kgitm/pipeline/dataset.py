@@ -66,11 +66,14 @@ class CaptionSet:
 @dataclass
 class SceneGraphLimits:
     """Padding limits of the scene-graph tensors (SGM): objects and relations per caption and per
-    image, and words per predicate. Defaults follow Neural Motifs (36 objects, 25 relations)."""
+    image, and words per predicate. Defaults follow Neural Motifs (36 objects, 25 relations).
+    ``attributes`` is the attribute slots per caption object (CORA's entity composer; 0, the default,
+    serves no attribute tensors)."""
 
     text_objects: int = 12
     text_relations: int = 12
     predicate_words: int = 3
+    attributes: int = 0
     image_objects: int = 36
     image_relations: int = 25
 
@@ -93,6 +96,8 @@ class CaptionImageDataset(Dataset):
             matcher that reads the direction of the visual graph's edges should fall well below its score
             on the graphs as given).
         scene_graph_limits: their padding limits.
+        visual_scene_graphs: with ``scene_graphs``, serve the images' scene graphs as well as the
+            captions' (default True; CORA reads only the captions' and needs no visual graph store).
         relation_swap_negatives: give each caption a relation-swapped copy
             (:func:`kgitm.pipeline.hard_negatives.relation_swap`), read from the parsed scene graphs.
         symmetric_predicates: predicate lemmas never swapped.
@@ -120,6 +125,7 @@ class CaptionImageDataset(Dataset):
         scene_graph_source: str = ORACLE,
         scene_graph_flip: bool = False,
         scene_graph_limits: SceneGraphLimits = SceneGraphLimits(),
+        visual_scene_graphs: bool = True,
         relation_swap_negatives: bool = False,
         symmetric_predicates: Sequence[str] = SYMMETRIC_PREDICATES,
         swap_predicates: Optional[Sequence[str]] = None,
@@ -180,12 +186,13 @@ class CaptionImageDataset(Dataset):
                 self.text_graphs = [
                     text_graph_index(
                         p, max_objects=lim.text_objects, max_relations=lim.text_relations,
-                        max_predicate_words=lim.predicate_words, max_tokens=max_words, where=f"{source}:{k + 1}",
+                        max_predicate_words=lim.predicate_words, max_tokens=max_words,
+                        max_attributes=lim.attributes, where=f"{source}:{k + 1}",
                     )
                     for k, p in enumerate(parsed)
                 ]
                 # objects without a region index are matched to a region by IoU with the pixel boxes
-                self.image_graphs = {
+                self.image_graphs = None if not visual_scene_graphs else {
                     i: visual_graph_index(
                         graph_provider.image(split.split, i, scene_graph_source), num_regions=split.num_regions,
                         max_objects=lim.image_objects, max_relations=lim.image_relations,
@@ -193,7 +200,7 @@ class CaptionImageDataset(Dataset):
                     )
                     for i in sorted(set(int(i) for i in captions.image_index))
                 }
-                if scene_graph_flip:
+                if scene_graph_flip and self.image_graphs is not None:
                     for g in self.image_graphs.values():
                         g["rel_subj"], g["rel_obj"] = g["rel_obj"], g["rel_subj"]
             if relation_swap_negatives:
@@ -241,6 +248,7 @@ class CaptionImageDataset(Dataset):
             item["adjacency"] = self.graph_provider.adjacency(self.set.name, k, len(self.tokens[k]))
         if self.text_graphs is not None:
             item["text_graph"] = self.text_graphs[k]
+        if self.image_graphs is not None:
             item["image_graph"] = self.image_graphs[i]
         if self.swap_tokens is not None:
             swapped = self.swap_tokens[k]
@@ -302,6 +310,8 @@ class Collator:
         if "text_graph" in items[0]:
             lim = self.limits
             text_graph = pad_graph_indices([it["text_graph"] for it in items], max_objects=lim.text_objects, max_relations=lim.text_relations)
+        if "image_graph" in items[0]:
+            lim = self.limits
             image_graph = pad_graph_indices([it["image_graph"] for it in items], max_objects=lim.image_objects, max_relations=lim.image_relations)
         images = ImageInputs(
             features=features,
