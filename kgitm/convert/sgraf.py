@@ -26,7 +26,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from kgitm.convert.parts import Conversion, gru_text_encoder, region_encoder, take_module
-from kgitm.convert.release import ModuleState, ReleaseCheckpoint, ReleaseFormatError, ReleaseOptions, ReleaseVocabulary
+from kgitm.convert.release import ReleaseCheckpoint, ReleaseFormatError, ReleaseVocabulary, open_release
 from kgitm.matchers.sgraf import SGRAFMatcher
 
 #: options of SGRAF's ``train.py`` (``opts.py``) that do not change the forward pass
@@ -47,11 +47,9 @@ def convert(checkpoint: ReleaseCheckpoint, vocab: ReleaseVocabulary, *, ignore_o
         ReleaseFormatError: a missing or unexpected key, a shape or option kgitm cannot honour (named).
     """
     src = checkpoint.path
-    opt = ReleaseOptions(checkpoint.options, src, ignore_options)
-    opt.ignore(TRAINING_OPTIONS)
-    if len(checkpoint.modules) != 3:
-        raise ReleaseFormatError(f"{src}: SGRAF saves [img_enc, txt_enc, sim_enc]; this checkpoint has {len(checkpoint.modules)} state dicts")
-    img, txt, sim = (ModuleState(s, n, src) for s, n in zip(checkpoint.modules, ("img_enc", "txt_enc", "sim_enc")))
+    opt, (img, txt, sim) = open_release(
+        checkpoint, "SGRAF", ("img_enc", "txt_enc", "sim_enc"), training_options=TRAINING_OPTIONS, ignore_options=ignore_options
+    )
 
     module = opt.get("module_name", "SGR")
     if module not in ("SGR", "SAF"):

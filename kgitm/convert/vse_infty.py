@@ -28,7 +28,7 @@ from collections.abc import Iterable
 from torch import nn
 
 from kgitm.convert.parts import Conversion, gru_text_encoder, region_encoder, take_module
-from kgitm.convert.release import ModuleState, ReleaseCheckpoint, ReleaseFormatError, ReleaseOptions, ReleaseVocabulary
+from kgitm.convert.release import ModuleState, ReleaseCheckpoint, ReleaseFormatError, ReleaseVocabulary, open_release
 from kgitm.encoders.image import RegionMLP
 from kgitm.encoders.pooling import GPO
 
@@ -75,11 +75,9 @@ def convert(checkpoint: ReleaseCheckpoint, vocab: ReleaseVocabulary, *, ignore_o
         ReleaseFormatError: a missing or unexpected key, a shape or option kgitm cannot honour (named).
     """
     src = checkpoint.path
-    opt = ReleaseOptions(checkpoint.options, src, ignore_options)
-    opt.ignore(TRAINING_OPTIONS)
-    if len(checkpoint.modules) != 2:
-        raise ReleaseFormatError(f"{src}: VSE-infinity saves [img_enc, txt_enc]; this checkpoint has {len(checkpoint.modules)} state dicts")
-    img, txt = (ModuleState(s, n, src) for s, n in zip(checkpoint.modules, ("img_enc", "txt_enc")))
+    opt, (img, txt) = open_release(
+        checkpoint, "VSE-infinity", ("img_enc", "txt_enc"), training_options=TRAINING_OPTIONS, ignore_options=ignore_options
+    )
     _refuse_other_variants(img, txt, src)
 
     enc_type = opt.get("precomp_enc_type", "basic")

@@ -24,7 +24,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from kgitm.convert.parts import Conversion, gru_text_encoder, take_module
-from kgitm.convert.release import ModuleState, ReleaseCheckpoint, ReleaseFormatError, ReleaseOptions, ReleaseVocabulary
+from kgitm.convert.release import ReleaseCheckpoint, ReleaseFormatError, ReleaseVocabulary, open_release
 from kgitm.encoders.reasoning import VSRNImageEncoder
 
 #: options of VSRN's ``train.py`` that do not change the matching forward pass
@@ -48,11 +48,9 @@ def convert(checkpoint: ReleaseCheckpoint, vocab: ReleaseVocabulary, *, ignore_o
         ReleaseFormatError: a missing or unexpected key, a shape or option kgitm cannot honour (named).
     """
     src = checkpoint.path
-    opt = ReleaseOptions(checkpoint.options, src, ignore_options)
-    opt.ignore(TRAINING_OPTIONS)
-    if len(checkpoint.modules) != 2:
-        raise ReleaseFormatError(f"{src}: VSRN saves [img_enc, txt_enc]; this checkpoint has {len(checkpoint.modules)} state dicts")
-    img, txt = (ModuleState(s, n, src) for s, n in zip(checkpoint.modules, ("img_enc", "txt_enc")))
+    opt, (img, txt) = open_release(
+        checkpoint, "VSRN", ("img_enc", "txt_enc"), training_options=TRAINING_OPTIONS, ignore_options=ignore_options
+    )
 
     data_name = str(opt.get("data_name", "precomp"))
     cnn = [k for k in img.keys() if k.startswith("cnn.")]
