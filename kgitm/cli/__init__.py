@@ -29,7 +29,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "preprocess": ("kgitm.cli.preprocess", "parse captions into graph stores (+ visual scene graphs); resumable, shardable"),
     "convert-butd": ("kgitm.cli.convert_butd", "bottom-up-attention TSV -> precomputed features + boxes + image sizes"),
     "convert-gsmn-sizes": ("kgitm.cli.convert_gsmn_sizes", "GSMN's pickled image sizes -> plain (N, 2) array (needs --allow-pickle)"),
-    "convert-checkpoint": ("kgitm.cli.convert_checkpoint", "a released SCAN / VSE++ / GSMN checkpoint + vocabulary -> kgitm config.yaml + model.ckpt"),
+    "convert-checkpoint": ("kgitm.cli.convert_checkpoint", "a released SCAN / VSE++ / GSMN / SGRAF / VSE-infinity / VSRN checkpoint + vocabulary -> kgitm config.yaml + model.ckpt"),
     "upgrade-config": ("kgitm.cli.upgrade_config", "rewrite a model/experiment config of kgitm 0.1 for this version (loss terms, model.embed_dim)"),
 }
 
