@@ -7,7 +7,7 @@ KGITM   = $(VENV)/bin/kgitm
 STAMP   = $(VENV)/.kgitm-installed
 DATA   ?= data/synthscenes
 
-.PHONY: quickstart test install wordnet
+.PHONY: quickstart test install wordnet browser
 
 install: $(STAMP) wordnet
 
@@ -29,9 +29,22 @@ wordnet:
 	  fi; \
 	fi
 
+# A headless browser for the test that renders kgitm report's HTML (Debian chromium); the test skips without one.
+browser:
+	@if ! command -v chromium >/dev/null && ! command -v chromium-browser >/dev/null; then \
+	  if [ "$$(id -u)" = "0" ] && command -v apt-get >/dev/null; then \
+	    echo "installing chromium (headless rendering test of kgitm report)"; \
+	    (apt-get install -y -q --no-install-recommends chromium >/dev/null 2>&1 || \
+	     (apt-get update -q >/dev/null && apt-get install -y -q --no-install-recommends chromium >/dev/null 2>&1)) || \
+	    echo "note: chromium could not be installed; the report rendering test will skip"; \
+	  else \
+	    echo "note: no headless browser; run: sudo apt-get install chromium (the report rendering test will skip)"; \
+	  fi; \
+	fi
+
 quickstart: install
 	$(KGITM) synthscenes --out $(DATA)
 	KGITM=$(KGITM) bash scripts/quickstart.sh $(DATA)
 
-test: install
+test: install browser
 	$(PY) -m pytest -q
