@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import subprocess
 import sys
 import time
@@ -43,7 +44,11 @@ def main() -> int:
     p.add_argument("--graphs", action="store_true", help="build the graph stores first (GSMN sparse, SGM)")
     p.add_argument("--work", type=Path, default=Path("/tmp/kgitm-bench-report"), help="scratch folder (default %(default)s)")
     p.add_argument("--failure-pictures", type=int, default=12, help="passed to kgitm report (default %(default)s)")
+    p.add_argument("--repeats", type=int, default=5, help="fresh explain processes timed; the median is judged (default %(default)s)")
+    p.add_argument("--output", type=Path, default=None, help="write the figures as JSON")
     a = p.parse_args()
+    if a.output:
+        a.output = a.output.resolve()  # the timing below runs in the work folder
     work = a.work / f"{Path(a.experiment).stem}_{a.images}"
     data, graphs, run = work / "data", work / "graphs", work / "run"
     work.mkdir(parents=True, exist_ok=True)
@@ -65,7 +70,9 @@ def main() -> int:
     shape = np.load(run / "sims_test.npy", mmap_mode="r").shape
     print(f"run {run}: {a.experiment}, test similarity matrix {shape[0]} images x {shape[1]} captions")
 
-    explain_cli = sh(["explain", str(run), "--image", "1", "--caption", "7", "--out", str(work / "explain.png")], cwd=work)
+    explain_runs = sorted(sh(["explain", str(run), "--image", "1", "--caption", "7", "--out", str(work / "explain.png")], cwd=work)
+                          for _ in range(a.repeats))
+    explain_cli = statistics.median(explain_runs)
     report_cli = sh(["report", str(run), "--out", str(work / "report.html"), "--failure-pictures", str(a.failure_pictures)], cwd=work)
 
     # the same work in this process, imports done: where the time goes
@@ -89,12 +96,27 @@ def main() -> int:
     rep = run_report(run, failure_pictures=a.failure_pictures)
     page = render_html([rep])
     t5 = time.perf_counter()
-    print(f"kgitm explain (fresh process): {explain_cli:6.1f} s   target < 5 s")
+    print(f"kgitm explain (fresh process): {explain_cli:6.1f} s   target < 5 s  (median of {a.repeats}: "
+          f"{explain_runs[0]:.1f} to {explain_runs[-1]:.1f} s)")
     print(f"  imports {t1 - t0:.1f} s, loading the run {t2 - t1:.1f} s, the pair and its ranks {t3 - t2:.2f} s, "
           f"the picture {t4 - t3:.2f} s: explain itself {t4 - t2:.2f} s")
     print(f"kgitm report (fresh process):  {report_cli:6.1f} s   target < 120 s  ({len(page) / 1e6:.1f} MB page, "
           f"{a.failure_pictures} failures explained)")
     print(f"  in process, imports done: {t5 - t4:.1f} s")
+    if a.output:
+        import json
+        import platform
+
+        from kgitm.core.io import atomic_write_text
+
+        atomic_write_text(a.output, json.dumps({
+            "machine": platform.processor() or platform.machine(), "cores": os.cpu_count(), "load_after": os.getloadavg()[0],
+            "experiment": a.experiment, "images": shape[0], "captions": shape[1],
+            "explain_fresh_s": explain_runs, "explain_fresh_median_s": explain_cli,
+            "explain_in_process": {"imports_s": t1 - t0, "load_run_s": t2 - t1, "pair_and_ranks_s": t3 - t2, "picture_s": t4 - t3},
+            "report_fresh_s": report_cli, "report_in_process_s": t5 - t4, "report_bytes": len(page),
+            "failure_pictures": a.failure_pictures}, indent=1) + "\n")
+        print(f"wrote {a.output}")
     return 0
 
 

@@ -11,10 +11,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from kgitm.core.batch import Batch
 from kgitm.core.types import EncodedCaptions, EncodedImages
 from kgitm.graphs.scene_graph_index import collate_text_scene_graphs, text_graph_index
-from kgitm.graphs.types import SceneGraph
 from kgitm.matchers.cora import CORA, GraphAttention
 from kgitm.models.losses import CoraContrastive, EntitySpecificityHinge
 from test_matchers import make_captions, make_images

@@ -8,8 +8,7 @@ from pathlib import Path
 
 from kgitm.core.io import savefig_atomic
 from kgitm.graphs.factual import format_factual
-from kgitm.graphs.text_parser import dependency_to_networkx, scene_graph_to_networkx
-from kgitm.graphs.types import ParsedCaption
+from kgitm.graphs.types import ParsedCaption, dependency_to_networkx, scene_graph_to_networkx
 
 
 def describe(parsed: ParsedCaption) -> str:

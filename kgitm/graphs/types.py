@@ -90,3 +90,44 @@ class ParsedCaption:
                 relations=[tuple(r) for r in sg["relations"]],
             ),
         )
+
+
+# networkx views (here, not in the parser: drawing a stored graph must not import spaCy)
+
+def dependency_to_networkx(parsed: ParsedCaption):
+    """``nx.DiGraph``: nodes are token indices (attribute ``word``), edges head -> dependent
+    (attribute ``label``)."""
+    import networkx as nx
+
+    g = nx.DiGraph()
+    for i, w in enumerate(parsed.dependency.tokens):
+        g.add_node(i, word=w)
+    for (h, d), lab in zip(parsed.dependency.edges, parsed.dependency.labels):
+        g.add_edge(h, d, label=lab)
+    return g
+
+
+def scene_graph_to_networkx(parsed: ParsedCaption | SceneGraph):
+    """``nx.DiGraph`` of a scene graph with typed nodes (all attributes GraphML-serialisable).
+
+    Nodes: ``"o{k}"`` objects (``kind="object"``, ``label`` = name, ``span``, ``plural``, ``count``
+    (-1 when none)); ``"a{k}"`` attributes (``kind="attribute"``, ``label``) with an edge object ->
+    attribute (``label="attr"``); ``"r{k}"`` relation nodes (``kind="relation"``, ``label`` =
+    predicate) with edges subject -> relation (``label="subj"``) and relation -> object
+    (``label="obj"``), so parallel relations between one pair stay distinct.
+    """
+    import networkx as nx
+
+    sg = parsed.scene_graph if isinstance(parsed, ParsedCaption) else parsed
+    g = nx.DiGraph()
+    for k, o in enumerate(sg.objects):
+        g.add_node(f"o{k}", kind="object", label=o.name, span=f"{o.span[0]}:{o.span[1]}",
+                   plural=int(o.plural), count=-1 if o.count is None else int(o.count))
+    for k, (o, a) in enumerate(sg.attributes):
+        g.add_node(f"a{k}", kind="attribute", label=a)
+        g.add_edge(f"o{o}", f"a{k}", label="attr")
+    for k, (s, p, o) in enumerate(sg.relations):
+        g.add_node(f"r{k}", kind="relation", label=p)
+        g.add_edge(f"o{s}", f"r{k}", label="subj")
+        g.add_edge(f"r{k}", f"o{o}", label="obj")
+    return g
