@@ -379,9 +379,14 @@ class GSMNMatcher(Matcher):
             details.update(att_t2i=att_t2i, att_i2t=att_i2t, text_graph=captions.extra[_TEXT_GRAPH])
         # numerators of the block cosines: i2t sums over the words one word at a time, then t2i
         # sums over the regions after weighting dots in place (its last use)
-        num_i2t = dots[:, :, 0] * att_i2t[:, 0]  # (B, M, N, R)
-        for j in range(1, l):
-            num_i2t.addcmul_(dots[:, :, j], att_i2t[:, j])
+        if torch.is_grad_enabled() and (dots.requires_grad or att_i2t.requires_grad):
+            # under autograd one product and one sum: the backward of each word's slice would
+            # zero-fill a gradient of the whole of dots, L times (the loop below cost training 1.3x)
+            num_i2t = (dots * att_i2t.unsqueeze(0)).sum(2)  # (B, M, N, R)
+        else:
+            num_i2t = dots[:, :, 0] * att_i2t[:, 0]  # (B, M, N, R)
+            for j in range(1, l):
+                num_i2t.addcmul_(dots[:, :, j], att_i2t[:, j])
         num_t2i = scratch_mul(dots, att_t2i.permute(1, 2, 0, 3)).sum(-1)  # (B, M, L, N)
         del dots
 
