@@ -33,7 +33,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench_train_step import build, random_batch  # noqa: E402 - scripts/bench_train_step.py
+from bench_train_step import add_shape_arguments, build, random_batch  # noqa: E402 - scripts/bench_train_step.py
 
 from kgitm.models.losses import ContrastiveLoss  # noqa: E402
 
@@ -79,13 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--method", default="gsmn_sparse", help="a method of scripts/bench_train_step.py (default %(default)s)")
     p.add_argument("--batch", type=int, default=128, help="default %(default)s (the issue's setting)")
     p.add_argument("--steps", type=int, default=12)
-    p.add_argument("--regions", type=int, default=36)
-    p.add_argument("--feature-dim", type=int, default=2048)
-    p.add_argument("--embed-dim", type=int, default=1024)
-    p.add_argument("--word-dim", type=int, default=300)
-    p.add_argument("--vocab", type=int, default=8500)
-    p.add_argument("--min-words", type=int, default=8)
-    p.add_argument("--max-words", type=int, default=16)
+    add_shape_arguments(p)
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--output", type=Path, default=None)

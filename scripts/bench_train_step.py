@@ -154,6 +154,17 @@ def bench(name: str, args: argparse.Namespace, device: torch.device) -> dict:
     return row
 
 
+def add_shape_arguments(p: argparse.ArgumentParser) -> None:
+    """The Flickr30K shapes of the model and its random batches (also used by bench_train_memory.py)."""
+    p.add_argument("--regions", type=int, default=36)
+    p.add_argument("--feature-dim", type=int, default=2048)
+    p.add_argument("--embed-dim", type=int, default=1024)
+    p.add_argument("--word-dim", type=int, default=300)
+    p.add_argument("--vocab", type=int, default=8500)
+    p.add_argument("--min-words", type=int, default=8)
+    p.add_argument("--max-words", type=int, default=16)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--methods", default="vsepp,scan_t2i,gsmn_sparse", help=f"comma-separated among {', '.join(BATCH)}")
@@ -162,13 +173,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", type=int, default=5, help="timed steps per side")
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--batch", type=int, default=None, help="override the per-method batch")
-    p.add_argument("--regions", type=int, default=36)
-    p.add_argument("--feature-dim", type=int, default=2048)
-    p.add_argument("--embed-dim", type=int, default=1024)
-    p.add_argument("--word-dim", type=int, default=300)
-    p.add_argument("--vocab", type=int, default=8500)
-    p.add_argument("--min-words", type=int, default=8)
-    p.add_argument("--max-words", type=int, default=16)
+    add_shape_arguments(p)
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     p.add_argument("--no-loop", action="store_true", help="time the vectorised step only (e.g. while sampling GPU utilisation)")
     p.add_argument("--epoch-captions", type=int, default=145_000, help="captions of one epoch, for the extrapolated epoch time (Flickr30K train: 145,000)")
