@@ -388,6 +388,17 @@ def test_wordnet_morphy(wordnet: WordNet) -> None:
     assert wordnet.morphy("xyzzyq") is None
 
 
+def test_wordnet_lemmas_read_alone_equal_the_index_keys() -> None:
+    """lemmas() reads only the first field of each index record when the index is not loaded yet;
+    it must give exactly the keys of the full index parse, for every part of speech."""
+    if not (WORDNET_DIR / "index.noun").exists():
+        pytest.skip(f"WordNet files not found in {WORDNET_DIR} (apt-get install wordnet-base wordnet-sense-index)")
+    for pos in ("n", "v", "a", "r"):
+        fast = WordNet(WORDNET_DIR).lemmas(pos)  # a fresh reader: the index of pos is not parsed yet
+        full = WordNet(WORDNET_DIR)
+        assert fast == frozenset(full._index_of(pos)) == full.lemmas(pos) and len(fast) > 1000
+
+
 def test_wordnet_similarities(wordnet: WordNet) -> None:
     dog = wordnet.synsets("dog", "n")[0].key
     cat = wordnet.synsets("cat", "n")[0].key

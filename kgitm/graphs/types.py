@@ -94,6 +94,7 @@ class ParsedCaption:
 
 # networkx views (here, not in the parser: drawing a stored graph must not import spaCy)
 
+
 def dependency_to_networkx(parsed: ParsedCaption):
     """``nx.DiGraph``: nodes are token indices (attribute ``word``), edges head -> dependent
     (attribute ``label``)."""

@@ -377,11 +377,12 @@ class GSMNMatcher(Matcher):
         del cosine  # att_t2i: (N, M, L, R); att_i2t: (M, L, N, R)
         if details is not None:
             details.update(att_t2i=att_t2i, att_i2t=att_i2t, text_graph=captions.extra[_TEXT_GRAPH])
-        # numerators of the block cosines: i2t sums over the words one word at a time, then t2i
-        # sums over the regions after weighting dots in place (its last use)
+        # numerators of the block cosines: i2t sums over the words (in evaluation one word at a time,
+        # in place), then t2i sums over the regions after weighting dots in place (its last use)
         if torch.is_grad_enabled() and (dots.requires_grad or att_i2t.requires_grad):
             # under autograd one product and one sum: the backward of each word's slice would
-            # zero-fill a gradient of the whole of dots, L times (the loop below cost training 1.3x)
+            # zero-fill a gradient of the whole of dots, L times (with the loop a training step was
+            # slower than the public per-caption code; docs/benchmarks.md, training step)
             num_i2t = (dots * att_i2t.unsqueeze(0)).sum(2)  # (B, M, N, R)
         else:
             num_i2t = dots[:, :, 0] * att_i2t[:, 0]  # (B, M, N, R)
