@@ -42,7 +42,8 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from kgitm.eval.similarity import compute_similarity, last_level_cache_mb, plan_blocks  # noqa: E402
+from kgitm.core.cpu import last_level_cache_mb  # noqa: E402
+from kgitm.eval.similarity import compute_similarity, plan_blocks  # noqa: E402
 from kgitm.core.types import EncodedCaptions, EncodedImages  # noqa: E402
 from kgitm.matchers.base import Matcher  # noqa: E402
 from kgitm.matchers.gsmn import GSMNMatcher  # noqa: E402

@@ -55,7 +55,17 @@ LOOPS = {"scan_t2i": loop_scan, "scan_i2t": loop_scan, "gsmn_sparse": loop_gsmn}
 LOSS_TOLERANCE = {"fp32": 1e-5, "bf16": 1e-2}
 
 
-def make_matcher(name: str):
+def train_chunk(text: str) -> int | str | None:
+    """``--gsmn-train-chunk``: ``auto``, ``none`` or a number of captions."""
+    if text in ("auto", "none"):
+        return None if text == "none" else "auto"
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected auto, none or a number of captions, got {text!r}") from None
+
+
+def make_matcher(name: str, gsmn_train_chunk: int | str | None = "auto"):
     if name == "vsepp":
         return GlobalEmbeddingMatcher()
     if name == "scan_t2i":
@@ -63,7 +73,7 @@ def make_matcher(name: str):
     if name == "scan_i2t":
         return SCANMatcher("i2t", lambda_softmax=4.0, aggregation="lse", lambda_lse=5.0)
     if name == "gsmn_sparse":
-        return GSMNMatcher("sparse")
+        return GSMNMatcher("sparse", train_caption_chunk=gsmn_train_chunk)
     raise SystemExit(f"unknown method {name!r}; choose from {', '.join(BATCH)}")
 
 
@@ -81,7 +91,7 @@ def random_batch(b: int, args: argparse.Namespace, g: torch.Generator) -> Batch:
 def build(name: str, args: argparse.Namespace, device: torch.device) -> MatchingModel:
     torch.manual_seed(args.seed)
     model = MatchingModel(RegionEncoder(args.feature_dim, args.embed_dim),
-                          BiGRUTextEncoder(args.vocab, args.word_dim, args.embed_dim), make_matcher(name))
+                          BiGRUTextEncoder(args.vocab, args.word_dim, args.embed_dim), make_matcher(name, args.gsmn_train_chunk))
     return model.to(device).train()
 
 
@@ -163,6 +173,8 @@ def add_shape_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--vocab", type=int, default=8500)
     p.add_argument("--min-words", type=int, default=8)
     p.add_argument("--max-words", type=int, default=16)
+    p.add_argument("--gsmn-train-chunk", type=train_chunk, default="auto",
+                   help="GSMN's train_caption_chunk: auto (the default: a quarter of the CPU cache), none (the whole batch) or captions per chunk")
 
 
 def main(argv: list[str] | None = None) -> int:

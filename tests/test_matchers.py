@@ -17,7 +17,7 @@ from kgitm.eval.similarity import compute_similarity, plan_blocks
 from kgitm.core.geometry import polar_pseudo_coordinates
 from kgitm.core.types import EncodedCaptions, EncodedImages
 from kgitm.matchers.base import Matcher
-from kgitm.matchers.gsmn import GSMNMatcher
+from kgitm.matchers.gsmn import TRAIN_CHUNK_CACHE_SHARE, GSMNMatcher
 from kgitm.matchers.scan import SCANMatcher
 
 TOL = 1e-5
@@ -227,6 +227,53 @@ def test_gsmn_matches_naive_loop(graph, style):
         got = mt(images, captions)
         want = naive_gsmn(mt, images, captions)
     torch.testing.assert_close(got, want, atol=TOL, rtol=0)
+
+
+@pytest.mark.parametrize("messages", ["neighbours", "own"])
+def test_gsmn_chunked_training_forward_equals_the_whole_block_and_the_naive_loop(messages):
+    """Under autograd GSMN scores captions in chunks (train_caption_chunk): the scores equal the naive
+    per-pair loop, and the gradients of every input and parameter equal the whole block's."""
+    images = make_images(4, 6, 16, seed=11)
+    captions = make_captions(7, 8, 16, seed=12)
+    outs = {}
+    for chunk in (None, 3, 1):
+        mt = gsmn("sparse", messages=messages, train_caption_chunk=chunk)
+        v = images.features.clone().requires_grad_(True)
+        u = captions.features.clone().requires_grad_(True)
+        s = mt(EncodedImages(v, images.mask, images.boxes), EncodedCaptions(u, captions.mask, captions.adjacency))
+        assert mt._train_chunk(images, captions) == chunk
+        (s * torch.linspace(-1, 2, s.numel()).view_as(s)).sum().backward()
+        outs[chunk] = (s.detach(), v.grad, u.grad, [p.grad.clone() for p in mt.parameters()])
+        with torch.no_grad():
+            want = naive_gsmn(mt, images, captions)
+        torch.testing.assert_close(s.detach(), want, atol=TOL, rtol=0)
+    for chunk in (3, 1):
+        for got, ref in zip(outs[chunk][:3], outs[None][:3]):
+            torch.testing.assert_close(got, ref, atol=1e-6, rtol=1e-5)
+        for got, ref in zip(outs[chunk][3], outs[None][3]):
+            torch.testing.assert_close(got, ref, atol=1e-6, rtol=1e-5)
+
+
+def test_gsmn_auto_training_chunk_follows_the_cpu_cache(monkeypatch):
+    import kgitm.core.cpu as cpu
+
+    images = make_images(4, 6, 16, seed=11)
+    captions = make_captions(7, 8, 16, seed=12)
+    mt = gsmn("sparse")  # train_caption_chunk="auto"
+    with torch.no_grad():
+        assert mt._train_chunk(images, captions) is None  # evaluation: compute_similarity sizes the blocks
+    per_caption = len(images) * mt.pair_memory_bytes(images, captions)
+    cpu.last_level_cache_mb.cache_clear()
+    monkeypatch.setattr(cpu.Path, "glob", lambda self, pattern: iter(()))  # no sysfs: the fallback size
+    try:
+        expected = int(TRAIN_CHUNK_CACHE_SHARE * cpu.FALLBACK_CACHE_MB * 2**20 // per_caption)
+        assert mt._train_chunk(images, captions) == expected
+    finally:
+        cpu.last_level_cache_mb.cache_clear()
+    assert cpu.items_in_cache(per_caption, torch.device("meta"), share=0.25) is None  # not a CPU: one block
+    assert cpu.items_in_cache(10 * 2**30, torch.device("cpu"), share=0.25) == 1
+    with pytest.raises(ValueError, match="train_caption_chunk"):
+        GSMNMatcher(train_caption_chunk=0)
 
 
 def all_matchers():
@@ -534,7 +581,7 @@ def test_blocks_run_on_the_device_asked_for():
 
 
 def test_last_level_cache_size_is_positive():
-    from kgitm.eval.similarity import last_level_cache_mb
+    from kgitm.core.cpu import last_level_cache_mb
 
     assert last_level_cache_mb() > 0
 

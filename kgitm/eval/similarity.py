@@ -21,14 +21,13 @@ Two things make the blocks fast without changing a single score:
 
 from __future__ import annotations
 
-import functools
 import math
-from pathlib import Path
 
 import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from kgitm.core.cpu import last_level_cache_mb
 from kgitm.core.types import EncodedCaptions, EncodedImages, trim
 from kgitm.matchers.base import Matcher
 
@@ -84,27 +83,6 @@ def plan_blocks(
     near = [(-min(ib, cb), blocks, ib, cb) for blocks, ib, cb in shapes if blocks <= fewest * (1 + BLOCK_COUNT_SLACK)]
     _, _, ib, cb = min(near)
     return ib, cb
-
-
-#: block size used on the CPU when the cache size cannot be read from sysfs (MiB).
-FALLBACK_CACHE_MB = 32.0
-
-
-@functools.lru_cache(maxsize=1)
-def last_level_cache_mb() -> float:
-    """Size of the largest CPU cache of ``cpu0`` in MiB, from ``/sys/devices/system/cpu``;
-    :data:`FALLBACK_CACHE_MB` where sysfs does not say."""
-    sizes = []
-    for index in Path("/sys/devices/system/cpu/cpu0/cache").glob("index*"):
-        try:
-            text = (index / "size").read_text().strip().upper()
-        except OSError:
-            continue
-        scale = {"K": 2**-10, "M": 1.0, "G": 2**10}.get(text[-1:], None)
-        value = text[:-1] if scale is not None else text
-        if value.isdigit():
-            sizes.append(int(value) * (scale if scale is not None else 2**-20))
-    return max(sizes) if sizes else FALLBACK_CACHE_MB
 
 
 def _lengths(mask: Tensor) -> Tensor:

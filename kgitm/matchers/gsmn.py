@@ -15,11 +15,12 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
+from kgitm.core.cpu import items_in_cache
+from kgitm.core.functional import l2norm, masked_mean, masked_softmax, scratch_mul
 from kgitm.core.geometry import polar_pseudo_coordinates
 from kgitm.core.types import EncodedCaptions, EncodedImages
 from kgitm.matchers.base import Details, Matcher, check_single_pair
 from kgitm.matchers.scan import attended_block_cosine, cross_attention
-from kgitm.core.functional import l2norm, masked_mean, masked_softmax, scratch_mul
 
 #: keys of the caption-independent (image) and image-independent (caption) precomputations.
 _KERNEL_WEIGHTS = "gsmn_kernel_weights"
@@ -28,6 +29,11 @@ _WIDTH_FLOOR = 1e-14
 _TEXT_GRAPH = "gsmn_text_graph"
 _GRAM = "gsmn_block_gram"
 _BLOCK_NORM = "gsmn_block_norm"
+#: share of the CPU's last-level cache that one chunk of a training forward fills (``train_caption_chunk="auto"``).
+#: Measured at Flickr30K shapes (batch 64, 16 words, 36 regions; a 105 MiB cache, 1 thread): chunks of
+#: 2/4/6/8/16/64 captions took 4.85/3.74/3.92/3.80/4.29/5.10 s per step, so a chunk of a sixth to a third
+#: of the cache is best; a quarter gives 6 captions there.
+TRAIN_CHUNK_CACHE_SHARE = 0.25
 
 
 def _blocks(x: Tensor, num_blocks: int, side: str) -> Tensor:
@@ -136,6 +142,12 @@ class GSMNMatcher(Matcher):
         angle_convention: the pseudo-coordinate angle (:func:`~kgitm.core.geometry.polar_pseudo_coordinates`):
             ``"kgitm"`` (default, ``atan2(dy, dx)``) or ``"gsmn_release"`` (the release's, which its
             kernels' learned means refer to).
+        train_caption_chunk: captions scored together under autograd (a training forward; the
+            scores and gradients are those of the whole block): ``"auto"`` (default) sizes the chunks
+            so that their pairs' activations (:meth:`pair_memory_bytes`) fill
+            :data:`TRAIN_CHUNK_CACHE_SHARE` of the CPU's last-level cache, and does not chunk on other
+            devices; an integer fixes the chunk; ``None`` scores the whole block at once. Without
+            gradients (evaluation) blocks are sized by :func:`kgitm.eval.similarity.compute_similarity`.
         eps: floor of every norm (default ``1e-8``).
 
     Shapes:
@@ -160,9 +172,14 @@ class GSMNMatcher(Matcher):
         messages: Literal["neighbours", "own"] = "neighbours",
         text_conv_bias: bool = False,
         angle_convention: Literal["kgitm", "gsmn_release"] = "kgitm",
+        train_caption_chunk: int | Literal["auto"] | None = "auto",
         eps: float = 1e-8,
     ) -> None:
         super().__init__()
+        if not (train_caption_chunk is None or train_caption_chunk == "auto"
+                or (isinstance(train_caption_chunk, int) and train_caption_chunk >= 1)):
+            raise ValueError(f"GSMNMatcher: train_caption_chunk must be 'auto', None or a positive integer, got {train_caption_chunk!r}")
+        self.train_caption_chunk = train_caption_chunk
         if messages not in ("neighbours", "own"):
             raise ValueError(f"GSMNMatcher: messages must be 'neighbours' or 'own', got {messages!r}")
         if graph not in ("sparse", "dense"):
@@ -313,7 +330,24 @@ class GSMNMatcher(Matcher):
     # ------------------------------------------------------------------ matching
 
     def forward(self, images: EncodedImages, captions: EncodedCaptions) -> Tensor:
-        return self._score(images, captions)
+        chunk = self._train_chunk(images, captions)
+        if chunk is None or chunk >= len(captions):
+            return self._score(images, captions)
+        # Under autograd the whole block's pair tensors are kept for the backward pass; at batch 64
+        # and Flickr30K shapes they stream through RAM, while chunks of a few captions stay in the
+        # CPU's cache (docs/benchmarks.md, training step). Each side's graph is prepared once.
+        images, captions = self.prepare_images(images), self.prepare_captions(captions)
+        parts = [self._score(images, captions.index(slice(j, j + chunk))) for j in range(0, len(captions), chunk)]
+        return torch.cat(parts, dim=1)
+
+    def _train_chunk(self, images: EncodedImages, captions: EncodedCaptions) -> int | None:
+        """Captions per chunk of this forward, or ``None`` for the whole block (see ``train_caption_chunk``)."""
+        if self.train_caption_chunk is None or not torch.is_grad_enabled():
+            return None
+        if self.train_caption_chunk != "auto":
+            return int(self.train_caption_chunk)
+        per_caption = len(images) * self.pair_memory_bytes(images, captions)
+        return items_in_cache(per_caption, images.features.device, share=TRAIN_CHUNK_CACHE_SHARE)
 
     def alignments(self, images: EncodedImages, captions: EncodedCaptions) -> dict[str, Tensor]:
         """The tensors that made one pair's score (see :meth:`Matcher.alignments`):
