@@ -30,9 +30,9 @@ _TEXT_GRAPH = "gsmn_text_graph"
 _GRAM = "gsmn_block_gram"
 _BLOCK_NORM = "gsmn_block_norm"
 #: share of the CPU's last-level cache that one chunk of a training forward fills (``train_caption_chunk="auto"``).
-#: Measured at Flickr30K shapes (batch 64, 16 words, 36 regions; a 105 MiB cache, 1 thread): chunks of
-#: 2/4/6/8/16/64 captions took 4.85/3.74/3.92/3.80/4.29/5.10 s per step, so a chunk of a sixth to a third
-#: of the cache is best; a quarter gives 6 captions there.
+#: Measured at Flickr30K shapes (batch 64, up to 16 words, 36 regions; a 105 MiB cache, 1 thread;
+#: scripts/bench_gsmn_train_chunk.py, steps alternated): the whole batch took 3.22 s per step, chunks of
+#: 4, 6 (a quarter of that cache) and 8 captions 2.81, 2.73 and 2.68 s (docs/benchmarks.md).
 TRAIN_CHUNK_CACHE_SHARE = 0.25
 
 
