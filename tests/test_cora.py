@@ -180,6 +180,34 @@ def test_entities_equal_the_per_object_loop():
                 torch.testing.assert_close(emb[j, s], F.normalize(e, dim=0), atol=1e-5, rtol=0)
 
 
+def test_grouping_by_object_count_gives_the_vectors_of_the_whole_padded_block():
+    """In evaluation CORA composes captions with the same number of object slots together, each group
+    cut to its own width: the caption and entity vectors equal those of the whole block padded to its
+    widest scene graph (here 3 slots plus 4 empty ones), and the matrix is the same."""
+    matcher = cora_matcher().eval()
+    images, captions = cora_inputs(3, 9, seed=12)
+    ex = dict(captions.extra)
+    for key in ("obj_token", "obj_mask", "obj_attr_token", "obj_attr_mask"):  # 4 more padding slots
+        pad = (0, 0, 0, 4) if ex[key].dim() == 3 else (0, 4)
+        ex[key] = F.pad(ex[key], pad)
+    ex["obj_mask"][4, 1:] = False  # captions of 1, 2 and 3 objects (and the empty one)
+    ex["obj_mask"][5, 2:] = False
+    ex["obj_attr_mask"] &= ex["obj_mask"].unsqueeze(-1)
+    ex["rel_mask"] &= ex["obj_mask"].gather(1, ex["rel_subj"]) & ex["obj_mask"].gather(1, ex["rel_obj"])
+    captions = EncodedCaptions(captions.features, captions.mask, None, ex)
+    with torch.no_grad():
+        caption, entity = matcher.compose(captions)
+        whole_entity = matcher.compose_entities(captions)
+        whole_caption = matcher.compose_caption(captions, whole_entity)
+        scores = matcher(images, captions)
+    valid = ex["obj_mask"]
+    torch.testing.assert_close(caption, whole_caption, atol=1e-6, rtol=0)
+    torch.testing.assert_close(entity[valid], whole_entity[valid], atol=1e-6, rtol=0)
+    assert entity.shape == whole_entity.shape
+    want = F.normalize(matcher.image_pool(images.features, images.mask), dim=-1) @ F.normalize(whole_caption, dim=-1).T
+    torch.testing.assert_close(scores, want * valid.any(-1).float(), atol=1e-6, rtol=0)
+
+
 def test_attributes_change_the_entity_and_without_them_an_object_is_composed_alone():
     matcher = cora_matcher().eval()
     _, captions = cora_inputs(1, 5, seed=4)

@@ -347,6 +347,44 @@ class CORA(Matcher):
         caption = self.caption_out(self.caption_pool(e, obj_mask))
         return caption * obj_mask.any(-1, keepdim=True).to(caption.dtype)  # no object: a zero vector, score 0
 
+    def compose(self, captions: EncodedCaptions) -> tuple[Tensor, Tensor]:
+        """Both composers on a block, captions with the same number of object slots together.
+
+        Graph attention costs ``O^2`` per caption in the block's object width ``O``, and a block of a
+        whole test split is padded to its longest scene graph (on SynthScenes 13 slots where most
+        captions have 2 to 4): in evaluation each group's slots are cut to its own count (padding
+        slots are never attended, pooled or read, so the vectors are the same; ``tests/test_cora.py``
+        checks it). A training batch is composed at once.
+
+        Shapes:
+            Output: the captions ``(M, D)`` and their entities ``(M, O, D)`` (not normalised; trimmed
+            slots hold zeros, other padding slots values that are never used).
+        """
+        ex = self._extra(captions)
+        obj_mask = ex["obj_mask"]
+        m, o = obj_mask.shape
+        slots = torch.arange(1, o + 1, device=obj_mask.device)
+        counts = (obj_mask.long() * slots).amax(1).clamp_min(1) if o else obj_mask.new_zeros(m, dtype=torch.long)
+        rel_mask = ex["rel_mask"]
+        if rel_mask.shape[1]:  # a relation naming a slot (even a padding one) keeps it
+            named = torch.where(rel_mask, torch.maximum(ex["rel_subj"], ex["rel_obj"]) + 1, 0).amax(1)
+            counts = torch.maximum(counts, named)
+        widths = counts.unique()
+        if self.training or len(widths) <= 1:  # training: one batch, and dropout draws in the same order as ever
+            entity = self.compose_entities(captions)
+            return self.compose_caption(captions, entity), entity
+        order, captions_out, entities_out = [], [], []
+        for width in widths.tolist():
+            rows = (counts == width).nonzero().squeeze(1)
+            group = _cut_object_slots(captions.index(rows), width)
+            entity = self.compose_entities(group)
+            captions_out.append(self.compose_caption(group, entity))
+            entities_out.append(F.pad(entity, (0, 0, 0, o - width)))
+            order.append(rows)
+        inverse = torch.empty_like(counts)
+        inverse[torch.cat(order)] = torch.arange(m, device=counts.device)
+        return torch.cat(captions_out)[inverse], torch.cat(entities_out)[inverse]
+
     # -- prepared blocks ---------------------------------------------------------------------
 
     def _memoised(self, key: str, item: object, build) -> object:
@@ -379,8 +417,7 @@ class CORA(Matcher):
             return captions
 
         def build() -> EncodedCaptions:
-            entity = self.compose_entities(captions)
-            caption = self.compose_caption(captions, entity)
+            caption, entity = self.compose(captions)
             extra = {**captions.extra, CAPTION_EMBEDDING_KEY: l2norm(caption), ENTITY_EMBEDDING_KEY: l2norm(entity)}
             return replace(captions, extra=extra)
 
@@ -405,6 +442,19 @@ class CORA(Matcher):
     def pair_memory_bytes(self, images: EncodedImages, captions: EncodedCaptions) -> int:
         """Per pair only the score: composing is per caption and pooling per image."""
         return images.features.element_size()
+
+
+#: caption extras with the object-slot axis at position 1 (cut by :func:`_cut_object_slots`)
+_OBJECT_SLOT_KEYS = ("obj_token", "obj_mask", "obj_attr_token", "obj_attr_mask")
+
+
+def _cut_object_slots(captions: EncodedCaptions, width: int) -> EncodedCaptions:
+    """``captions`` with their object slots cut to the first ``width``, which covers every slot that a
+    valid relation names (:meth:`CORA.compose`)."""
+    extra = {k: (v[:, :width] if k in _OBJECT_SLOT_KEYS else v) for k, v in captions.extra.items()}
+    for key in ("rel_subj", "rel_obj"):  # masked relations are never read; keep their slots in range
+        extra[key] = torch.where(extra["rel_mask"], extra[key], 0)
+    return replace(captions, extra=extra)
 
 
 def _gather_rows(x: Tensor, index: Tensor) -> Tensor:
