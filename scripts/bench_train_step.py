@@ -36,7 +36,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench_similarity import random_boxes, random_trees  # noqa: E402 - scripts/bench_similarity.py
+from bench_similarity import fix_malloc_thresholds, random_boxes, random_trees  # noqa: E402 - scripts/bench_similarity.py
 from public_style import loop_gsmn, loop_scan  # noqa: E402 - scripts/public_style.py
 
 from kgitm.core.batch import Batch, CaptionInputs, ImageInputs  # noqa: E402
@@ -190,8 +190,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-loop", action="store_true", help="time the vectorised step only (e.g. while sampling GPU utilisation)")
     p.add_argument("--epoch-captions", type=int, default=145_000, help="captions of one epoch, for the extrapolated epoch time (Flickr30K train: 145,000)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--fixed-malloc", action="store_true",
+                   help="fix glibc's mmap and trim thresholds first (scripts/bench_similarity.py --fixed-malloc), so that page faults do not vary with the process's history")
     p.add_argument("--output", type=Path, default=None)
     a = p.parse_args(argv)
+    if a.fixed_malloc:
+        fix_malloc_thresholds()
     if a.threads:
         torch.set_num_threads(a.threads)
     device = torch.device(a.device)
@@ -207,7 +211,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{m} | {r['batch']} | {r['vectorised_s']:.3f} | {r['epoch_min_extrapolated']:.1f} | {loop}", flush=True)
     if a.output:
         a.output.parent.mkdir(parents=True, exist_ok=True)
-        a.output.write_text(json.dumps({"device": name, "precision": a.precision, "threads": torch.get_num_threads(),
+        a.output.write_text(json.dumps({"device": name, "precision": a.precision, "threads": torch.get_num_threads(), "fixed_malloc": a.fixed_malloc,
                                         "load_before": load, "load_after": os.getloadavg()[0], "args": {k: str(v) for k, v in vars(a).items()},
                                         "rows": rows}, indent=1) + "\n")
         print(f"wrote {a.output}")
