@@ -102,7 +102,8 @@ class GSMNMatcher(Matcher):
       :math:`W_s \tanh(W_h \hat x_i + b_h) + b_s` maps each node to a score, node scores are
       averaged over the valid nodes, and the pair's score is ``t2i + i2t``.
 
-    Everything runs on the whole ``N x M`` block at once; padded regions and words are never
+    Everything runs on the whole ``N x M`` block at once (under autograd on the CPU, on chunks of its
+    captions that fit the cache: ``train_caption_chunk``); padded regions and words are never
     neighbours, never attended and never averaged.
 
     **The public release** (``graph_model.py``, ``layers.py``) feeds each node's *own* matching vector to
