@@ -241,3 +241,43 @@ def test_the_light_loader_explains_like_the_lightning_one(runs, name, monkeypatc
     assert light["alignments"].keys() == heavy["alignments"].keys()
     for key, value in heavy["alignments"].items():
         assert torch.equal(torch.tensor(light["alignments"][key]), torch.tensor(value)), key
+
+
+@pytest.mark.parametrize("name", ["vsepp", "scan_t2i"])
+def test_swap_margin_probe_against_the_full_similarity(runs, name, tmp_path, monkeypatch, capsys):
+    """``scripts/probe_swap_margins.py`` on a trained run: its pair scores are entries of the exact
+    block-wise similarity of the swap set's captions against every image, on the pair's own image and on
+    the reassigned other image; the JSON holds every swap set of the test split."""
+    import importlib.util
+
+    from kgitm.cli.runs import encode_test, open_run
+    from kgitm.eval.metrics import pairwise_accuracy
+
+    spec = importlib.util.spec_from_file_location("probe_swap_margins", REPO / "scripts/probe_swap_margins.py")
+    probe = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(probe)
+    monkeypatch.chdir(runs)
+    run = runs / "runs" / name
+    out = tmp_path / "margins.json"
+    assert probe.main([str(run), "--seed", "3", "--output", str(out)]) == 0
+    rows = json.loads(out.read_text())["runs"][str(run)]
+
+    task, dm = open_run(run)
+    images = encode_test(task, dm).images
+    sets = {k: v for k, v in dm.diagnostic_loaders().items() if v["kind"] == "pairs"}
+    assert set(rows) == set(sets) and {"relation_swap", "attribute_swap"} <= set(rows)
+    for key, spec_ in sets.items():
+        index, pos = task.model.encode_caption_set(spec_["positive"])
+        _, neg = task.model.encode_caption_set(spec_["negative"])
+        full_pos, full_neg = task.model.similarity(images, pos).numpy(), task.model.similarity(images, neg).numpy()
+        cols = np.arange(len(index))
+        own = index.numpy()
+        other = probe.other_images(own, 3)
+        r = rows[key]
+        assert r["pairs"] == len(index)
+        assert r["accuracy"] == pytest.approx(pairwise_accuracy(full_pos[own, cols], full_neg[own, cols]))
+        assert r["other_image"] == pytest.approx(pairwise_accuracy(full_pos[other, cols], full_neg[other, cols]))
+        m = full_pos[own, cols] - full_neg[own, cols]
+        assert r["margin_median"] == pytest.approx(float(np.median(m)), abs=1e-5)
+        assert r["margin_min"] <= r["margin_p5"] <= r["margin_median"] and 0 < r["at_max"] <= 100
+    assert name in capsys.readouterr().out
