@@ -174,3 +174,35 @@ def test_jobs_run_side_by_side_with_the_cores_shared_and_summarise_as_one_job(tm
     one = (tmp_path / "one" / "summary_test.md").read_text().replace(str(tmp_path / "one"), "")
     two = (tmp_path / "two" / "summary_test.md").read_text().replace(str(tmp_path / "two"), "")
     assert one == two and "| a | wordnet | 2 |" in one
+
+
+def test_merge_grid_results_replaces_and_appends_rows(tmp_path, capsys):
+    """``scripts/merge_grid_results.py``: a partial run's rows replace the recorded rows of the same cell and
+    seed, new cells are appended, and the summary is the grid's own over the merged rows."""
+    import importlib.util
+
+    spec_ = importlib.util.spec_from_file_location("merge_grid_results", Path(__file__).resolve().parents[1] / "scripts/merge_grid_results.py")
+    merge = importlib.util.module_from_spec(spec_)
+    spec_.loader.exec_module(merge)
+    grid_file = tmp_path / "g.yaml"
+    grid_file.write_text(yaml.safe_dump({
+        "name": "g", "out": str(tmp_path / "out"), "base": "configs/experiment/vsepp_synthscenes.yaml", "seeds": [0, 1],
+        "splits": ["test"], "axes": {"matcher": {"a": [], "b": [], "c": []}}, "metrics": ["rsum"],
+    }))
+    recorded, partial = tmp_path / "recorded", tmp_path / "partial"
+    recorded.mkdir(), partial.mkdir()
+    (recorded / "results_test.csv").write_text("matcher,seed,rsum\na,0,10\nb,0,20\na,1,12\nb,1,22\n")
+    (partial / "results_test.csv").write_text("matcher,seed,rsum\nb,1,30\nc,0,40\nc,1,44\n")
+    assert merge.main([str(grid_file), str(recorded), str(partial)]) == 0
+    rows = list(csv.DictReader(open(recorded / "results_test.csv")))
+    assert [(r["matcher"], r["seed"], float(r["rsum"])) for r in rows] == [
+        ("a", "0", 10), ("b", "0", 20), ("c", "0", 40), ("a", "1", 12), ("b", "1", 30), ("c", "1", 44)]
+    summary = (recorded / "summary_test.md").read_text()
+    assert "| b | 2 | 25.0 ± 7.1" in summary and "| c | 2 | 42.0 ± 2.8" in summary
+    assert (recorded / "summary_test.png").is_file()
+    # only some cells, and a cell the grid does not have is an error naming it
+    (partial / "results_test.csv").write_text("matcher,seed,rsum\nb,0,99\nz,0,1\n")
+    assert merge.main([str(grid_file), str(recorded), str(partial), "--cells", "b"]) == 0
+    assert [float(r["rsum"]) for r in csv.DictReader(open(recorded / "results_test.csv"))][1] == 99
+    assert merge.main([str(grid_file), str(recorded), str(partial)]) == 2
+    assert "cell ['z'] is not in" in capsys.readouterr().err
