@@ -98,7 +98,7 @@ def probe(run: Path, seed: int) -> dict[str, dict[str, float]]:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("runs", type=Path, nargs="+", help="run folders (config, checkpoints/, vocab.txt; as kgitm grid writes them)")
-    ap.add_argument("--seed", type=int, default=0, help="seed of the other-image derangement (default 0)")
+    ap.add_argument("--seed", type=int, default=0, help="seed of the other-image reassignment (default 0)")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     ap.add_argument("--output", type=Path, help="write the figures as JSON here")
     args = ap.parse_args(argv)
