@@ -130,3 +130,22 @@ def test_a_step_that_cannot_fit_in_memory_is_refused_before_training(tiny_synths
     assert "lower --data.batch_size to at most" in proc.stderr
     proc = _fit(tmp_path, tiny_synthscenes, "fine", "--trainer.max_steps", "1")
     assert "memory per training step: at least" in proc.stdout + proc.stderr
+
+
+def test_evaluating_a_run_from_its_saved_config_keeps_its_training_logs(uninterrupted, tiny_synthscenes) -> None:
+    """`kgitm test/predict --config RUN/logs/config.yaml` (the saved config, its logger paths filled in)
+    once logged into RUN/logs itself, where Lightning's CSVLogger deleted the training metrics.csv."""
+    tmp, whole = uninterrupted
+    logs = whole / "logs"
+    before = {p.name: p.read_bytes() for p in logs.iterdir() if p.is_file()}
+    assert "metrics.csv" in before and _val_rsum(whole)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+    for sub, extra in (("predict", ["--sims_out", str(tmp / "sims.npy")]), ("test", [])):
+        proc = subprocess.run([sys.executable, "-m", "kgitm", sub, "--config", str(logs / "config.yaml"),
+                               "--ckpt_path", str(whole / "checkpoints" / "best.ckpt"), *extra],
+                              cwd=tmp, env=env, capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        assert (logs / sub).is_dir()  # the evaluation's own logs, beside the training ones
+    after = {p.name: p.read_bytes() for p in logs.iterdir() if p.is_file()}
+    assert after == before
+    assert (tmp / "sims.npy").is_file()

@@ -182,6 +182,13 @@ def fill_run_dir(value: Any, run_dir: str) -> Any:
     return value
 
 
+def _as_list(value: Any) -> list:
+    """A trainer's ``logger`` value as a list (Lightning takes one logger, a list, ``True`` or ``False``)."""
+    if isinstance(value, (list, tuple)):
+        return list(value)
+    return [] if value is None or isinstance(value, bool) else [value]
+
+
 class KgitmCLI(LightningCLI):
     """The Lightning CLI with kgitm's run folders: a trainer config's ``{run_dir}`` becomes ``--run_dir``,
     or for evaluation the folder of ``--ckpt_path``, or ``runs/<experiment>/seed<seed>``; evaluation
@@ -208,12 +215,16 @@ class KgitmCLI(LightningCLI):
         ckpt_run = run_dir_of_checkpoint(cfg.get("ckpt_path")) if self.subcommand != "fit" else None
         given = cfg.get("run_dir")
         run_dir = Path(given) if given else ckpt_run or Path("runs") / experiment_name(sys.argv[1:]) / f"seed{cfg.get('seed_everything')}"
+        if self.subcommand != "fit":
+            # An evaluation logs beside the training logs, not over them: a logger without a version writes
+            # into save_dir/name itself, where Lightning's CSVLogger deletes the training run's metrics.csv.
+            # That holds for the trainer file's "{run_dir}" loggers and for a finished run's own saved
+            # config (RUN/logs/config.yaml, whose paths are filled in), the config a user evaluates with.
+            for logger in _as_list(cfg.trainer.get("logger")):
+                init = getattr(logger, "init_args", None)
+                if init is not None and getattr(init, "version", None) == "":
+                    init.version = self.subcommand
         if templated:
-            if self.subcommand != "fit":  # an evaluation logs beside the training logs, not over them
-                for logger in cfg.trainer.get("logger") or []:
-                    init = getattr(logger, "init_args", None)
-                    if init is not None and RUN_DIR in str(getattr(init, "save_dir", "")) and getattr(init, "version", None) == "":
-                        init.version = self.subcommand
             fill_run_dir(cfg.trainer, str(run_dir))
             self.run_dir = run_dir
         root = self.run_dir or ckpt_run
