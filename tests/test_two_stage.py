@@ -226,3 +226,45 @@ def test_bench_script_end_to_end(tiny_synthscenes, tmp_path, monkeypatch, capsys
     # a shortlist covering everything is the exhaustive evaluation
     assert by_k[1000]["rsum_diff"] == pytest.approx(0.0, abs=1e-9)
     assert res["smallest_k_within_tolerance"] is not None
+    assert res["coarse_weight"] == 0.0 and res["ensemble"] is None
+
+    # with a coarse weight, a full shortlist is the ensemble of the two whole matrices
+    mixed = tmp_path / "mixed.json"
+    bench.main(["--coarse", *runs["vsepp"], "--expensive", *runs["scan_t2i"], "--ks", "1", "1000", "--coarse-weight", "0.5",
+                "--threads", "1", "--output", str(mixed), "--", *shared])
+    assert "that ensemble on every pair" in capsys.readouterr().out
+    res = json.loads(mixed.read_text())
+    by_k = {r["k"]: r for r in res["two_stage"]}
+    assert res["ensemble"]["weights"] == {"expensive": 0.5, "coarse": 0.5}
+    assert by_k[1000]["rsum_diff_ensemble"] == pytest.approx(0.0, abs=1e-9)
+    assert by_k[1000]["rsum"] == pytest.approx(res["ensemble"]["results"]["rsum"], abs=1e-9)
+
+
+def test_full_shortlists_with_a_coarse_weight_equal_the_ensemble():
+    """With every pair shortlisted, the mixed score is kgitm ensemble's weighted mean, metric for metric."""
+    from kgitm.eval.ensemble import average_similarity
+
+    coarse, expensive = _random(9, 5, seed=3)
+    for w in (0.25, 0.5):
+        got = two_stage_metrics(coarse, CountingRerank(expensive), k_images=9, k_captions=45, coarse_weight=w)
+        mean = average_similarity([expensive.numpy().astype("float64"), coarse.numpy().astype("float64")], [1 - w, w])
+        want = evaluate_retrieval(mean, 5)
+        for key, value in want.items():
+            assert got[key] == pytest.approx(value, abs=1e-12), (w, key)
+        assert got["rsum"] != evaluate_retrieval(expensive.numpy(), 5)["rsum"]  # the weight changes the ranking here
+
+
+def test_a_coarse_weight_mixes_only_the_candidates():
+    """Short lists: each candidate holds (1 - w) e + w c, each other pair its shifted coarse score below."""
+    coarse, expensive = _random(6, 5, seed=4)
+    w = 0.4
+    res = two_stage_similarity(coarse, CountingRerank(expensive), k_images=2, k_captions=3, coarse_weight=w)
+    cand = res.candidates
+    mixed = (1 - w) * expensive.double() + w * coarse.double()
+    assert torch.allclose(res.i2t[cand], mixed[cand], atol=1e-12) and torch.equal(res.i2t, res.t2i)
+    assert float(res.i2t[~cand].max()) < float(res.i2t[cand].min())
+    # the non-candidates keep the coarse order
+    off = res.i2t[~cand] - coarse.double()[~cand]
+    assert torch.allclose(off, off[0].expand_as(off), atol=1e-9)
+    with pytest.raises(ValueError, match="coarse_weight must lie in"):
+        two_stage_similarity(coarse, CountingRerank(expensive), k_images=2, k_captions=3, coarse_weight=1.5)

@@ -22,6 +22,12 @@ hub images, which crowd the per-caption shortlists of a global-embedding model, 
 candidates (ordered by the expensive score), then the rest (ordered by the coarse score). Ranks and
 metrics are exactly those of :mod:`kgitm.eval.metrics` (same tie rule).
 
+With ``coarse_weight = w > 0`` a candidate's score is ``(1 - w) * expensive + w * coarse``: the
+weighted mean of :func:`kgitm.eval.ensemble.average_similarity` (what ``kgitm ensemble`` scores),
+computed only on the shortlisted pairs. With full shortlists it is that ensemble exactly; with short
+ones it is the ensemble's ranking of the coarse model's candidates, at the two-stage cost. Like any
+ensemble it combines two models, and a table row that uses it must say so.
+
 Shortlists break coarse ties by the lower index (a stable descending sort), like the metric.
 """
 
@@ -104,6 +110,7 @@ def two_stage_similarity(
     k_captions: int,
     image_block: int = 1,
     share_candidates: bool = True,
+    coarse_weight: float = 0.0,
 ) -> TwoStageScores:
     """Re-rank the coarse shortlists of both directions with an expensive matcher.
 
@@ -119,13 +126,16 @@ def two_stage_similarity(
             non-candidate pairs, which are discarded and counted in ``scored_pairs``).
         share_candidates: re-rank each query over every scored pair of it, from either shortlist
             (default ``True``); ``False`` keeps each direction to its own shortlist.
+        coarse_weight: weight ``w`` in ``[0, 1]`` of the coarse score in a candidate's score
+            ``(1 - w) * expensive + w * coarse`` (default ``0``: the expensive score alone).
 
     Returns:
         :class:`TwoStageScores`.
 
     Raises:
         ValueError: ``coarse`` is not a finite 2-D matrix, a shortlist length or ``image_block`` is
-            not a positive int, or ``rerank`` returns the wrong shape or non-finite scores.
+            not a positive int, ``coarse_weight`` is outside ``[0, 1]``, or ``rerank`` returns the
+            wrong shape or non-finite scores.
 
     Shapes:
         coarse: ``(N, M)``; rerank: ``(b,), (u,) -> (b, u)``.
@@ -137,6 +147,8 @@ def two_stage_similarity(
         raise ValueError("coarse similarity holds NaN/inf; fix the coarse model or its saved matrix")
     if isinstance(image_block, bool) or not isinstance(image_block, int) or image_block < 1:
         raise ValueError(f"image_block must be a positive int, got {image_block!r}")
+    if not 0.0 <= float(coarse_weight) <= 1.0:
+        raise ValueError(f"coarse_weight must lie in [0, 1] (the coarse score's share), got {coarse_weight!r}")
     n, m = coarse.shape
     i2t_mask = top_k_mask(coarse, k_captions, dim=1)
     t2i_mask = top_k_mask(coarse, k_images, dim=0)
@@ -165,6 +177,9 @@ def two_stage_similarity(
     row_t, col_t, val_t = torch.cat(rows), torch.cat(cols), torch.cat(vals)
     if not torch.isfinite(val_t).all():
         raise ValueError("the expensive matcher returned NaN/inf scores; fix the re-ranking model")
+    if coarse_weight:
+        w = float(coarse_weight)
+        val_t = (1.0 - w) * val_t + w * coarse[row_t, col_t].to(torch.float64)
 
     floor = float(val_t.min())
     base = _shifted_coarse(coarse, floor)
@@ -209,6 +224,7 @@ def two_stage_metrics(
     fold_images: int = 1000,
     image_block: int = 1,
     share_candidates: bool = True,
+    coarse_weight: float = 0.0,
 ) -> dict[str, Any]:
     """Retrieval metrics of two-stage retrieval, with the matcher's work.
 
@@ -228,6 +244,7 @@ def two_stage_metrics(
         fold_images: images per fold for ``"coco1k"`` (default ``1000``).
         image_block: images per matcher call (see :func:`two_stage_similarity`).
         share_candidates: see :func:`two_stage_similarity` (default ``True``).
+        coarse_weight: see :func:`two_stage_similarity` (default ``0``).
 
     Returns:
         The keys of :func:`kgitm.eval.metrics.evaluate_retrieval` (``"folds"`` for ``coco1k``), plus
@@ -267,6 +284,7 @@ def two_stage_metrics(
             k_captions=k_captions,
             image_block=image_block,
             share_candidates=share_candidates,
+            coarse_weight=coarse_weight,
         )
         folds.append(scores_metrics(res, k))
         matcher_pairs += res.matcher_pairs
