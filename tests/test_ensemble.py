@@ -172,3 +172,16 @@ callbacks:
     res = json.loads(out.read_text())
     assert res["ensemble"] == evaluate_retrieval(avg, 5)
     assert res["members"][1]["source"]["ckpt"] == str(ckpts[1])
+
+
+def test_run_members_are_named_by_their_run(tmp_path):
+    """A run's saved config (RUN/logs/config.yaml) names the member by the run, not 'logs'."""
+    from kgitm.cli.ensemble import _run_name
+
+    grid_run = tmp_path / "runs" / "grid" / "g" / "gsmn_sparse" / "seed0" / "logs" / "config.yaml"
+    plain_run = tmp_path / "runs" / "my_vsepp" / "logs" / "config.yaml"
+    converted = tmp_path / "converted" / "coco_vsepp" / "config.yaml"
+    assert _run_name(str(grid_run)) == "gsmn_sparse/seed0"
+    assert _run_name(str(plain_run)) == "my_vsepp"
+    assert _run_name(str(converted)) == "coco_vsepp"
+    assert _run_name("configs/experiment/vsepp_synthscenes.yaml") == "vsepp_synthscenes"

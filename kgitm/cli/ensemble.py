@@ -94,9 +94,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _run_name(config: str) -> str:
     """A ``--run`` member's name: its config's stem, or its folder's name for a ``config.yaml``
-    (``kgitm convert-checkpoint`` folders, run folders)."""
+    (``kgitm convert-checkpoint`` folders), or the run's for a run's saved ``RUN/logs/config.yaml``
+    (``RUN``'s name, with its parent's for a grid's ``CELL/seedN``)."""
     path = Path(config)
-    return path.parent.resolve().name if path.stem == "config" else path.stem
+    if path.stem != "config":
+        return path.stem
+    folder = path.parent.resolve()
+    if folder.name != "logs":
+        return folder.name
+    run = folder.parent
+    return f"{run.parent.name}/{run.name}" if run.name.startswith("seed") and run.parent.name else run.name
 
 
 def _unique_names(names: list[str]) -> list[str]:
@@ -134,7 +141,7 @@ def main(argv: list[str]) -> int:
             run_dir = args.run_sims_dir or Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="kgitm-ensemble-")))
             run_dir.mkdir(parents=True, exist_ok=True)
             for config, ckpt in args.run:
-                out = run_dir / f"member{len(members)}_{_run_name(config)}.npy"
+                out = run_dir / f"member{len(members)}_{_run_name(config).replace('/', '_')}.npy"
                 predict_similarity(config, ckpt, out, extra_args=extra)
                 members.append(Member(_run_name(config), out, {"config": config, "ckpt": ckpt, "args": extra}))
         for m, name in zip(members, _unique_names([m.name for m in members])):
