@@ -115,3 +115,77 @@ def test_other_images_never_keep_a_pairs_image(seed) -> None:
     assert sorted(out) == sorted(repeated) and not np.any(out == repeated)
     with pytest.raises(ValueError, match="two different images"):
         probe.other_images(np.array([3, 3]), seed)
+
+
+# ------------------------------------------------------------------------------------------ two-stage over seeds
+
+
+def _two_stage_json(path: Path, exhaustive: float, coarse: float, rows: list[tuple[int, float, float]],
+                    ensemble: float | None = None, weight: float = 0.0) -> Path:
+    """A file in bench_two_stage.py's layout (the keys the summary reads)."""
+    path.write_text(json.dumps({
+        "coarse": {"results": {"rsum": coarse}},
+        "expensive": {"results": {"rsum": exhaustive}},
+        "two_stage": [{"k": k, "rsum": rsum, "reduction": red} for k, rsum, red in rows],
+        "coarse_weight": weight,
+        "ensemble": None if ensemble is None else {"results": {"rsum": ensemble}},
+    }))
+    return path
+
+
+def test_two_stage_seeds_against_a_plain_computation(tmp_path) -> None:
+    mod = _script("two_stage_seeds")
+    files = [
+        _two_stage_json(tmp_path / "s0.json", 500.0, 480.0, [(5, 490.0, 60.0), (10, 500.5, 30.0)]),
+        _two_stage_json(tmp_path / "s1.json", 510.0, 470.0, [(10, 509.5, 30.2), (5, 505.0, 59.0)]),
+        _two_stage_json(tmp_path / "s2.json", 520.0, 490.0, [(5, 512.0, 61.0), (10, 521.0, 29.8)]),
+    ]
+    summary = mod.summarise(mod.load(files), tolerance=1.0, min_reduction=10.0)
+    by_k = {row["k"]: row for row in summary["rows"]}
+    # k = 5: differences -10, -5, -8; k = 10: +0.5, -0.5, +1.0 (rows found by k, not by position)
+    assert by_k[5]["rsum_diff_per_seed"] == [-10.0, -5.0, -8.0]
+    diff10 = np.array([0.5, -0.5, 1.0])
+    mean, sd, lo, hi = by_k[10]["rsum_diff"]
+    half = 4.303 * diff10.std(ddof=1) / np.sqrt(3)   # t(0.975, 2 dof), as tabled to 3 decimals
+    assert mean == pytest.approx(diff10.mean()) and sd == pytest.approx(diff10.std(ddof=1))
+    assert (lo, hi) == pytest.approx((diff10.mean() - half, diff10.mean() + half))
+    assert by_k[10]["reduction"] == pytest.approx(30.0)
+    assert summary["coarse"][0] == pytest.approx(480.0)
+    # the goal asks the interval's lower end to stay within the tolerance: k = 5 fails, and k = 10 fails
+    # too (mean +0.33, but 3 seeds give a wide interval: lo = -1.56 < -1); a looser tolerance admits it
+    assert lo < -1.0 and by_k[5]["goal_met_interval"] is False and by_k[10]["goal_met_interval"] is False
+    # every seed of k = 10 is within 1 point (-0.5 is the worst); k = 5 is not
+    assert by_k[10]["goal_met_every_seed"] is True and by_k[5]["goal_met_every_seed"] is False
+    loose = {row["k"]: row for row in mod.summarise(mod.load(files), tolerance=2.0, min_reduction=10.0)["rows"]}
+    assert loose[10]["goal_met_interval"] is True and loose[5]["goal_met_interval"] is False
+    strict = {row["k"]: row for row in mod.summarise(mod.load(files), tolerance=1.0, min_reduction=31.0)["rows"]}
+    assert strict[10]["goal_met_every_seed"] is False   # 30x fewer is not 31x
+    assert "| 10 | 30.0x |" in mod.markdown(summary) and "| met | not met |" in mod.markdown(summary)
+
+
+def test_two_stage_seeds_compares_weighted_rows_with_the_ensemble(tmp_path) -> None:
+    mod = _script("two_stage_seeds")
+    files = [_two_stage_json(tmp_path / f"{i}.json", 500.0 + i, 480.0, [(5, 510.0 + 2 * i, 60.0)], ensemble=512.0 + i, weight=0.5)
+             for i in range(3)]
+    summary = mod.summarise(mod.load(files))
+    # two-stage minus ensemble: -2, -1, 0
+    assert summary["rows"][0]["rsum_diff_ensemble"][:2] == pytest.approx((-1.0, 1.0))
+    assert summary["ensemble"][0] == pytest.approx(513.0) and summary["coarse_weight"] == 0.5
+    assert "RSUM - ensemble" in mod.markdown(summary)
+    plain = mod.summarise(mod.load([_two_stage_json(tmp_path / f"p{i}.json", 500.0, 480.0, [(5, 500.0, 60.0)]) for i in range(2)]))
+    assert plain["ensemble"] is None and "RSUM - ensemble" not in mod.markdown(plain)
+
+
+def test_two_stage_seeds_refuses_mismatched_files(tmp_path) -> None:
+    mod = _script("two_stage_seeds")
+    a = _two_stage_json(tmp_path / "a.json", 500.0, 480.0, [(5, 490.0, 60.0)])
+    b = _two_stage_json(tmp_path / "b.json", 500.0, 480.0, [(10, 490.0, 30.0)])
+    with pytest.raises(SystemExit, match="different shortlist sizes"):
+        mod.load([a, b])
+    mixed = _two_stage_json(tmp_path / "m.json", 500.0, 480.0, [(5, 490.0, 60.0)], ensemble=505.0, weight=0.5)
+    with pytest.raises(SystemExit, match="different --coarse-weight"):
+        mod.summarise(mod.load([a, mixed]))
+    bad = tmp_path / "bad.json"
+    bad.write_text("{}")
+    with pytest.raises(SystemExit, match="bad.json: no 'two_stage'"):
+        mod.load([bad])
