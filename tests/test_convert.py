@@ -24,7 +24,8 @@ import torch.nn.functional as F
 from kgitm.cli import main
 from kgitm.convert import convert_release, load_release_checkpoint, read_release_vocabulary
 from kgitm.convert.output import build_module, write_conversion
-from kgitm.convert.release import ReleaseFormatError
+from kgitm.convert.parts import check_vocab_size
+from kgitm.convert.release import ReleaseFormatError, ReleaseOptions, ReleaseVocabulary
 from kgitm.core.safe_pickle import UnsafePickleError
 from kgitm.core.text import END, START, tokenize_treebank
 from kgitm.lit.datamodule import PrecompDataModule
@@ -473,6 +474,17 @@ def test_the_wrong_vocabulary_is_named(tmp_path):
     words = release_words()
     msg = _conversion_error(tmp_path, scan_modules(len(words)), scan_options(len(words)), vocab_words=words[:-2])
     assert "vocab_size" in msg and "vocab.json" in msg
+
+
+@pytest.mark.parametrize("appended, named", [(None, "has 3 words;"), ("<mask>", "has 2 words (+ <mask>);")])
+def test_the_vocabulary_size_check_names_both_sizes(tmp_path, appended, named):
+    vocab = ReleaseVocabulary(tmp_path / "vocab.json", ["<pad>", "a", "<mask>"])
+    check_vocab_size(ReleaseOptions({"vocab_size": 3}, tmp_path / "ckpt.pth.tar"), vocab, appended=appended)  # equal: passes
+    check_vocab_size(ReleaseOptions({}, tmp_path / "ckpt.pth.tar"), vocab)  # no option saved: nothing to check
+    with pytest.raises(ReleaseFormatError) as err:
+        check_vocab_size(ReleaseOptions({"vocab_size": 5}, tmp_path / "ckpt.pth.tar"), vocab, appended=appended)
+    msg = str(err.value)
+    assert msg.startswith(f"{tmp_path / 'ckpt.pth.tar'}: option vocab_size=5 but {tmp_path / 'vocab.json'} ") and named in msg
 
 
 def test_vocabulary_files_are_checked(tmp_path):

@@ -34,7 +34,7 @@ from collections.abc import Iterable
 
 import torch
 
-from kgitm.convert.parts import Conversion, gru_text_encoder, region_encoder
+from kgitm.convert.parts import Conversion, check_vocab_size, gru_text_encoder, hinge_model, region_encoder
 from kgitm.convert.release import (
     ModuleState,
     ReleaseCheckpoint,
@@ -107,9 +107,7 @@ def convert(checkpoint: ReleaseCheckpoint, vocab: ReleaseVocabulary, *, ignore_o
     margin = float(opt.get("margin", 0.2))
     max_violation = bool(opt.get("max_violation", False))
     data_name = str(opt.get("data_name", "precomp"))
-    vocab_size = opt.get("vocab_size", None)
-    if vocab_size is not None and int(vocab_size) != len(vocab):
-        raise ReleaseFormatError(f"{src}: option vocab_size={vocab_size} but {vocab.path} has {len(vocab)} words; give the run's vocabulary")
+    check_vocab_size(opt, vocab)
     opt.finish()
 
     image_cfg, image_state = region_encoder(img, embed_dim=embed_dim, feature_dim=feature_dim, weight_norm=False, normalize=True)
@@ -155,14 +153,9 @@ def convert(checkpoint: ReleaseCheckpoint, vocab: ReleaseVocabulary, *, ignore_o
             "angle_convention": "gsmn_release",
         },
     }
-    model = {
-        "embed_dim": embed_dim,
-        "image_encoder": image_cfg,
-        "text_encoder": text_cfg,
-        "matcher": matcher,
-        "loss": [{"class_path": "kgitm.models.losses.RetrievalHinge",
-                  "init_args": {"margin": margin, "max_violation": max_violation, "reduction": "sum"}}],
-    }
+    model = hinge_model(
+        embed_dim=embed_dim, image_cfg=image_cfg, text_cfg=text_cfg, matcher=matcher, margin=margin, max_violation=max_violation
+    )
     data = {
         "data_name": data_name,
         "captions_suffix": "precaps_stan.txt",

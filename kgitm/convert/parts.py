@@ -1,5 +1,6 @@
-"""What the releases share, converted once: the region projection, the (Bi-)GRU text encoder, and the
-result of a conversion (:class:`Conversion`).
+"""What the releases share, converted once: the region projection, the (Bi-)GRU text encoder, the
+options every release reads alike (its vocabulary size, order embeddings refused), the model group of a
+hinge-trained release, and the result of a conversion (:class:`Conversion`).
 
 Every release's image side is a linear projection of precomputed features (optionally weight-normed)
 and its text side a word embedding + GRU; the converters of :mod:`kgitm.convert` call
@@ -14,12 +15,16 @@ from typing import Any, Optional
 import torch
 from torch import Tensor, nn
 
-from kgitm.convert.release import ModuleState, ReleaseFormatError, ReleaseVocabulary, fold_weight_norm
+from kgitm.convert.release import ModuleState, ReleaseFormatError, ReleaseOptions, ReleaseVocabulary, fold_weight_norm
 
-__all__ = ["Conversion", "gru_text_encoder", "region_encoder", "take_module"]
+__all__ = [
+    "Conversion", "check_vocab_size", "gru_text_encoder", "hinge_model", "refuse_order_embeddings", "region_encoder",
+    "take_module",
+]
 
 REGION_ENCODER = "kgitm.encoders.image.RegionEncoder"
 GRU_TEXT_ENCODER = "kgitm.encoders.text.BiGRUTextEncoder"
+HINGE_LOSS = "kgitm.models.losses.RetrievalHinge"
 
 
 @dataclass
@@ -131,3 +136,53 @@ def take_module(state: ModuleState, module: nn.Module, *, source: str, target: s
         taken = state.take(source + key, tuple(value.shape))
         out[target + key] = taken.to(value.dtype)
     return out
+
+
+def check_vocab_size(opt: ReleaseOptions, vocab: ReleaseVocabulary, *, appended: Optional[str] = None) -> None:
+    """Refuse a vocabulary of another size than the run's option ``vocab_size`` (when the release saved it).
+
+    Args:
+        appended: a word the release appends to the file's words after reading it (VSE-infinity's
+            ``<mask>``), already in ``vocab``; named in the message so the file's count reads right.
+
+    Raises:
+        ReleaseFormatError: the sizes differ (names the checkpoint, both sizes and the fix).
+    """
+    size = opt.get("vocab_size", None)
+    if size is None or int(size) == len(vocab):
+        return
+    words = f"{len(vocab) - 1} words (+ {appended})" if appended else f"{len(vocab)} words"
+    raise ReleaseFormatError(f"{opt.source}: option vocab_size={size} but {vocab.path} has {words}; give the run's vocabulary")
+
+
+def refuse_order_embeddings(opt: ReleaseOptions) -> str:
+    """The VSE++ family's ``--measure`` (returned: always ``cosine``); order embeddings are refused.
+
+    Raises:
+        ReleaseFormatError: ``--measure order`` or ``--use_abs`` (not implemented in kgitm).
+    """
+    measure = opt.get("measure", "cosine")
+    if measure != "cosine":
+        raise opt.refuse("measure", measure, "order embeddings are not implemented in kgitm (only --measure cosine)")
+    if opt.get("use_abs", False):
+        raise opt.refuse("use_abs", True, "the absolute value of the embeddings belongs to order embeddings, not implemented in kgitm")
+    return str(measure)
+
+
+def hinge_model(
+    *, embed_dim: int, image_cfg: dict[str, Any], text_cfg: dict[str, Any], matcher: dict[str, Any], margin: float,
+    max_violation: bool, warmup_epochs: Optional[int] = None,
+) -> dict[str, Any]:
+    """The config's ``model`` group of a release trained with the VSE++ hinge, summed over the batch as every
+    release here sums it (``warmup_epochs``: VSE-infinity's epochs of the sum over all negatives, when it has them).
+    """
+    loss_args: dict[str, Any] = {"margin": margin, "max_violation": max_violation, "reduction": "sum"}
+    if warmup_epochs is not None:
+        loss_args["warmup_epochs"] = warmup_epochs
+    return {
+        "embed_dim": embed_dim,
+        "image_encoder": image_cfg,
+        "text_encoder": text_cfg,
+        "matcher": matcher,
+        "loss": [{"class_path": HINGE_LOSS, "init_args": loss_args}],
+    }

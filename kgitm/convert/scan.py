@@ -22,10 +22,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from kgitm.convert.parts import Conversion, gru_text_encoder, region_encoder
+from kgitm.convert.parts import Conversion, check_vocab_size, gru_text_encoder, hinge_model, region_encoder
 from kgitm.convert.release import (
     ReleaseCheckpoint,
-    ReleaseFormatError,
     ReleaseVocabulary,
     open_release,
 )
@@ -47,7 +46,6 @@ def convert(checkpoint: ReleaseCheckpoint, vocab: ReleaseVocabulary, *, ignore_o
     Raises:
         ReleaseFormatError: a missing or unexpected key, a shape or option kgitm cannot honour (named).
     """
-    src = checkpoint.path
     opt, (img, txt) = open_release(
         checkpoint, "SCAN", ("img_enc", "txt_enc"), training_options=TRAINING_OPTIONS, ignore_options=ignore_options
     )
@@ -78,9 +76,7 @@ def convert(checkpoint: ReleaseCheckpoint, vocab: ReleaseVocabulary, *, ignore_o
     margin = float(opt.get("margin", 0.2))
     max_violation = bool(opt.get("max_violation", False))
     data_name = str(opt.get("data_name", "precomp"))
-    vocab_size = opt.get("vocab_size", None)
-    if vocab_size is not None and int(vocab_size) != len(vocab):
-        raise ReleaseFormatError(f"{src}: option vocab_size={vocab_size} but {vocab.path} has {len(vocab)} words; give the run's vocabulary")
+    check_vocab_size(opt, vocab)
     opt.finish()
 
     image_cfg, image_state = region_encoder(img, embed_dim=embed_dim, feature_dim=feature_dim, weight_norm=enc_type == "weight_norm", normalize=True)
@@ -99,14 +95,9 @@ def convert(checkpoint: ReleaseCheckpoint, vocab: ReleaseVocabulary, *, ignore_o
             "leaky_relu_slope": RAW_FEATURE_NORM_SLOPE[raw_norm],
         },
     }
-    model = {
-        "embed_dim": embed_dim,
-        "image_encoder": image_cfg,
-        "text_encoder": text_cfg,
-        "matcher": matcher,
-        "loss": [{"class_path": "kgitm.models.losses.RetrievalHinge",
-                  "init_args": {"margin": margin, "max_violation": max_violation, "reduction": "sum"}}],
-    }
+    model = hinge_model(
+        embed_dim=embed_dim, image_cfg=image_cfg, text_cfg=text_cfg, matcher=matcher, margin=margin, max_violation=max_violation
+    )
     used = {
         "cross_attn": direction, "agg_func": agg, "lambda_softmax": lambda_softmax, "lambda_lse": lambda_lse,
         "raw_feature_norm": raw_norm, "precomp_enc_type": enc_type, "bi_gru": bidirectional, "num_layers": num_layers,

@@ -25,7 +25,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from kgitm.convert.parts import Conversion, gru_text_encoder, region_encoder, take_module
+from kgitm.convert.parts import (
+    Conversion, check_vocab_size, gru_text_encoder, hinge_model, region_encoder, take_module,
+)
 from kgitm.convert.release import ReleaseCheckpoint, ReleaseFormatError, ReleaseVocabulary, open_release
 from kgitm.matchers.sgraf import SGRAFMatcher
 
@@ -66,9 +68,7 @@ def convert(checkpoint: ReleaseCheckpoint, vocab: ReleaseVocabulary, *, ignore_o
     margin = float(opt.get("margin", 0.2))
     max_violation = bool(opt.get("max_violation", True))  # store_false as well
     data_name = str(opt.get("data_name", "f30k_precomp"))
-    vocab_size = opt.get("vocab_size", None)
-    if vocab_size is not None and int(vocab_size) != len(vocab):
-        raise ReleaseFormatError(f"{src}: option vocab_size={vocab_size} but {vocab.path} has {len(vocab)} words; give the run's vocabulary")
+    check_vocab_size(opt, vocab)
     opt.finish()
 
     image_cfg, image_state = region_encoder(img, embed_dim=embed_dim, feature_dim=feature_dim, weight_norm=False, normalize=normalize_images)
@@ -98,14 +98,9 @@ def convert(checkpoint: ReleaseCheckpoint, vocab: ReleaseVocabulary, *, ignore_o
             "leaky_relu_slope": LEAKY_SLOPE,
         },
     }
-    model = {
-        "embed_dim": embed_dim,
-        "image_encoder": image_cfg,
-        "text_encoder": text_cfg,
-        "matcher": matcher,
-        "loss": [{"class_path": "kgitm.models.losses.RetrievalHinge",
-                  "init_args": {"margin": margin, "max_violation": max_violation, "reduction": "sum"}}],
-    }
+    model = hinge_model(
+        embed_dim=embed_dim, image_cfg=image_cfg, text_cfg=text_cfg, matcher=matcher, margin=margin, max_violation=max_violation
+    )
     used = {
         "module_name": module, "sim_dim": sim_dim, "sgr_step": sgr_step, "num_regions": num_regions, "bi_gru": bidirectional,
         "num_layers": num_layers, "no_imgnorm": not normalize_images, "no_txtnorm": not normalize_words, "embed_size": embed_dim,

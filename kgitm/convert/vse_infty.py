@@ -27,7 +27,9 @@ from collections.abc import Iterable
 
 from torch import nn
 
-from kgitm.convert.parts import Conversion, gru_text_encoder, region_encoder, take_module
+from kgitm.convert.parts import (
+    Conversion, check_vocab_size, gru_text_encoder, hinge_model, region_encoder, take_module,
+)
 from kgitm.convert.release import ModuleState, ReleaseCheckpoint, ReleaseFormatError, ReleaseVocabulary, open_release
 from kgitm.encoders.image import RegionMLP
 from kgitm.encoders.pooling import GPO
@@ -95,17 +97,13 @@ def convert(checkpoint: ReleaseCheckpoint, vocab: ReleaseVocabulary, *, ignore_o
     max_violation = bool(opt.get("max_violation", False))
     warmup = int(opt.get("vse_mean_warmup_epochs", 0))
     data_name = str(opt.get("data_name", "precomp"))
-    vocab_size = opt.get("vocab_size", None)
 
     words = list(vocab.words)
     appended = MASK not in words
     if appended:
         words.append(MASK)  # as the release does after reading the json
     vocab = type(vocab)(vocab.path, words)
-    if vocab_size is not None and int(vocab_size) != len(vocab):
-        raise ReleaseFormatError(
-            f"{src}: option vocab_size={vocab_size} but {vocab.path} has {len(vocab) - 1} words (+ {MASK}); give the run's vocabulary"
-        )
+    check_vocab_size(opt, vocab, appended=MASK if appended else None)
     opt.finish()
 
     image_cfg, image_state = region_encoder(img, embed_dim=embed_dim, feature_dim=feature_dim, weight_norm=False, normalize=False)
@@ -131,18 +129,15 @@ def convert(checkpoint: ReleaseCheckpoint, vocab: ReleaseVocabulary, *, ignore_o
     img.finish()
     txt.finish()
 
-    model = {
-        "embed_dim": embed_dim,
-        "image_encoder": image_cfg,
-        "text_encoder": text_cfg,
-        "matcher": {
-            "class_path": "kgitm.matchers.global_embedding.GlobalEmbeddingMatcher",
-            "init_args": {"pooling": "gpo", "gpo_pe_dim": pe_dim, "gpo_hidden_dim": gpo_hidden, "gpo_temperature": GPO_TEMPERATURE,
-                          "normalize": not no_imgnorm},
-        },
-        "loss": [{"class_path": "kgitm.models.losses.RetrievalHinge",
-                  "init_args": {"margin": margin, "max_violation": max_violation, "reduction": "sum", "warmup_epochs": warmup}}],
+    matcher = {
+        "class_path": "kgitm.matchers.global_embedding.GlobalEmbeddingMatcher",
+        "init_args": {"pooling": "gpo", "gpo_pe_dim": pe_dim, "gpo_hidden_dim": gpo_hidden, "gpo_temperature": GPO_TEMPERATURE,
+                      "normalize": not no_imgnorm},
     }
+    model = hinge_model(
+        embed_dim=embed_dim, image_cfg=image_cfg, text_cfg=text_cfg, matcher=matcher, margin=margin, max_violation=max_violation,
+        warmup_epochs=warmup,
+    )
     used = {
         "precomp_enc_type": enc_type, "no_imgnorm": no_imgnorm, "no_txtnorm": no_txtnorm, "embed_size": embed_dim, "word_dim": word_dim,
         "img_dim": feature_dim, "num_layers": num_layers, "mlp_hidden": int(hidden.shape[0]), "gpo_pe_dim": pe_dim,

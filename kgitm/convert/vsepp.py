@@ -19,7 +19,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from kgitm.convert.parts import Conversion, gru_text_encoder, region_encoder
+from kgitm.convert.parts import (
+    Conversion, check_vocab_size, gru_text_encoder, hinge_model, refuse_order_embeddings, region_encoder,
+)
 from kgitm.convert.release import (
     ReleaseCheckpoint,
     ReleaseFormatError,
@@ -54,11 +56,7 @@ def convert(checkpoint: ReleaseCheckpoint, vocab: ReleaseVocabulary, *, ignore_o
             f"{src}: {where}: a full-image VSE++ model (a CNN over pixels); kgitm matches precomputed features only "
             "(convert a *_precomp run)"
         )
-    measure = opt.get("measure", "cosine")
-    if measure != "cosine":
-        raise opt.refuse("measure", measure, "order embeddings are not implemented in kgitm (only --measure cosine)")
-    if opt.get("use_abs", False):
-        raise opt.refuse("use_abs", True, "the absolute value of the embeddings belongs to order embeddings, not implemented in kgitm")
+    measure = refuse_order_embeddings(opt)
     normalize = not bool(opt.get("no_imgnorm", False))
     embed_dim = int(opt.get("embed_size", 1024))
     word_dim = int(opt.get("word_dim", 300))
@@ -66,9 +64,7 @@ def convert(checkpoint: ReleaseCheckpoint, vocab: ReleaseVocabulary, *, ignore_o
     num_layers = int(opt.get("num_layers", 1))
     margin = float(opt.get("margin", 0.2))
     max_violation = bool(opt.get("max_violation", False))
-    vocab_size = opt.get("vocab_size", None)
-    if vocab_size is not None and int(vocab_size) != len(vocab):
-        raise ReleaseFormatError(f"{src}: option vocab_size={vocab_size} but {vocab.path} has {len(vocab)} words; give the run's vocabulary")
+    check_vocab_size(opt, vocab)
     opt.finish()
 
     image_cfg, image_state = region_encoder(img, embed_dim=embed_dim, feature_dim=feature_dim, weight_norm=False, normalize=normalize)
@@ -77,17 +73,14 @@ def convert(checkpoint: ReleaseCheckpoint, vocab: ReleaseVocabulary, *, ignore_o
     )
     img.finish()
     txt.finish()
-    model = {
-        "embed_dim": embed_dim,
-        "image_encoder": image_cfg,
-        "text_encoder": text_cfg,
-        "matcher": {
-            "class_path": "kgitm.matchers.global_embedding.GlobalEmbeddingMatcher",
-            "init_args": {"pooling": "mean", "caption_pooling": "last", "normalize": normalize},
-        },
-        "loss": [{"class_path": "kgitm.models.losses.RetrievalHinge",
-                  "init_args": {"margin": margin, "max_violation": max_violation, "reduction": "sum"}}],
+    matcher = {
+        "class_path": "kgitm.matchers.global_embedding.GlobalEmbeddingMatcher",
+        "init_args": {"pooling": "mean", "caption_pooling": "last", "normalize": normalize},
     }
+    model = hinge_model(
+        embed_dim=embed_dim, image_cfg=image_cfg, text_cfg=text_cfg, matcher=matcher, margin=margin,
+        max_violation=max_violation,
+    )
     used = {
         "data_name": data_name, "measure": measure, "use_abs": False, "no_imgnorm": not normalize, "embed_size": embed_dim,
         "word_dim": word_dim, "img_dim": feature_dim, "num_layers": num_layers, "margin": margin, "max_violation": max_violation,

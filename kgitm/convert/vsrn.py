@@ -23,7 +23,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from kgitm.convert.parts import Conversion, gru_text_encoder, take_module
+from kgitm.convert.parts import (
+    Conversion, check_vocab_size, gru_text_encoder, hinge_model, refuse_order_embeddings, take_module,
+)
 from kgitm.convert.release import ReleaseCheckpoint, ReleaseFormatError, ReleaseVocabulary, open_release
 from kgitm.encoders.reasoning import VSRNImageEncoder
 
@@ -57,11 +59,7 @@ def convert(checkpoint: ReleaseCheckpoint, vocab: ReleaseVocabulary, *, ignore_o
     if not data_name.endswith("_precomp") or cnn:
         where = f"unexpected key img_enc.{cnn[0]}" if cnn else f"option data_name={data_name!r}"
         raise ReleaseFormatError(f"{src}: {where}: a full-image VSRN model (a CNN over pixels); kgitm converts *_precomp models only")
-    measure = opt.get("measure", "cosine")
-    if measure != "cosine":
-        raise opt.refuse("measure", measure, "order embeddings are not implemented in kgitm (only --measure cosine)")
-    if opt.get("use_abs", False):
-        raise opt.refuse("use_abs", True, "the absolute value of the embeddings belongs to order embeddings, not implemented in kgitm")
+    measure = refuse_order_embeddings(opt)
     normalize = not bool(opt.get("no_imgnorm", False))
     embed_dim = int(opt.get("embed_size", 2048))
     word_dim = int(opt.get("word_dim", 300))
@@ -69,9 +67,7 @@ def convert(checkpoint: ReleaseCheckpoint, vocab: ReleaseVocabulary, *, ignore_o
     num_layers = int(opt.get("num_layers", 1))
     margin = float(opt.get("margin", 0.2))
     max_violation = bool(opt.get("max_violation", False))
-    vocab_size = opt.get("vocab_size", None)
-    if vocab_size is not None and int(vocab_size) != len(vocab):
-        raise ReleaseFormatError(f"{src}: option vocab_size={vocab_size} but {vocab.path} has {len(vocab)} words; give the run's vocabulary")
+    check_vocab_size(opt, vocab)
     opt.finish()
 
     f30k = data_name == F30K
@@ -90,17 +86,14 @@ def convert(checkpoint: ReleaseCheckpoint, vocab: ReleaseVocabulary, *, ignore_o
     img.finish()
     txt.finish()
 
-    model = {
-        "embed_dim": embed_dim,
-        "image_encoder": {"class_path": IMAGE_ENCODER, "init_args": init_args},
-        "text_encoder": text_cfg,
-        "matcher": {
-            "class_path": "kgitm.matchers.global_embedding.GlobalEmbeddingMatcher",
-            "init_args": {"pooling": "mean", "caption_pooling": "last", "normalize": normalize},
-        },
-        "loss": [{"class_path": "kgitm.models.losses.RetrievalHinge",
-                  "init_args": {"margin": margin, "max_violation": max_violation, "reduction": "sum"}}],
+    matcher = {
+        "class_path": "kgitm.matchers.global_embedding.GlobalEmbeddingMatcher",
+        "init_args": {"pooling": "mean", "caption_pooling": "last", "normalize": normalize},
     }
+    model = hinge_model(
+        embed_dim=embed_dim, image_cfg={"class_path": IMAGE_ENCODER, "init_args": init_args}, text_cfg=text_cfg, matcher=matcher, margin=margin,
+        max_violation=max_violation,
+    )
     used = {
         "data_name": data_name, "measure": measure, "use_abs": False, "no_imgnorm": not normalize, "embed_size": embed_dim,
         "word_dim": word_dim, "img_dim": feature_dim, "num_layers": num_layers, "gcn_layers": GCN_LAYERS,
