@@ -1,7 +1,8 @@
 """The evidence probes behind docs/benchmarks.md: ``scripts/probe_flip_overlap.py`` (how much the
 subject-object flip changes a split's visual scene graphs) and the pure parts of
-``scripts/probe_swap_margins.py`` (margins, ties, saturation, the other-image reassignment); the probe of a
-trained run is tested with the other trained runs in tests/test_explain_report.py."""
+``scripts/probe_swap_margins.py`` (margins, ties, saturation, the other-image reassignment), and ``scripts/plot_val_curves.py`` (validation curves of several
+runs from their CSV logs); the probe of a trained run is tested with the other trained runs in
+tests/test_explain_report.py."""
 
 from __future__ import annotations
 
@@ -189,3 +190,37 @@ def test_two_stage_seeds_refuses_mismatched_files(tmp_path) -> None:
     bad.write_text("{}")
     with pytest.raises(SystemExit, match="bad.json: no 'two_stage'"):
         mod.load([bad])
+
+
+# ------------------------------------------------------------------------------------------ validation curves
+
+
+def _log(run: Path, rows: list[str]) -> Path:
+    (run / "logs").mkdir(parents=True)
+    (run / "logs" / "metrics.csv").write_text("epoch,step,train/loss,val/rsum\n" + "\n".join(rows) + "\n", encoding="utf-8")
+    return run
+
+
+def test_val_curves_read_each_validation_in_step_order_and_plot(tmp_path, capsys) -> None:
+    plot = _script("plot_val_curves")
+    a = _log(tmp_path / "a", ["0,9,3.0,", "0,9,,100.5", "1,19,2.0,", "1,19,,250.0", "2,29,,240.0"])
+    b = _log(tmp_path / "b", ["1,19,,300.0", "0,9,,200.0"])  # out of order in the file
+    assert plot.val_curve(a, "val/rsum") == [(9.0, 100.5), (19.0, 250.0), (29.0, 240.0)]
+    assert plot.val_curve(b, "val/rsum") == [(9.0, 200.0), (19.0, 300.0)]
+    out = tmp_path / "pics" / "curves.png"
+    assert plot.main(["--run", f"A={a}", "--run", f"B={b}", "--hline", "260", "--output", str(out)]) == 0
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    printed = capsys.readouterr().out
+    assert "A: best val/rsum 250.0 at step 19 (3 validations; last 240.0)" in printed
+    assert "B: best val/rsum 300.0 at step 19 (2 validations; last 300.0)" in printed
+
+
+def test_val_curves_name_the_log_and_the_fix(tmp_path) -> None:
+    plot = _script("plot_val_curves")
+    with pytest.raises(SystemExit, match="no CSV log"):
+        plot.val_curve(tmp_path / "missing", "val/rsum")
+    run = _log(tmp_path / "a", ["0,9,3.0,"])
+    with pytest.raises(SystemExit, match=r"metrics.csv: no val/rsum logged; name a logged column with --metric"):
+        plot.val_curve(run, "val/rsum")
+    with pytest.raises(SystemExit):
+        plot.main(["--run", "no-label", "--output", str(tmp_path / "x.png")])
