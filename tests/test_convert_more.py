@@ -424,6 +424,13 @@ def test_keys_are_accounted_for(tmp_path, release, edit, named):
     assert named in _error(tmp_path, release, modules, opt, words)
 
 
+def test_a_full_image_vsrn_model_is_refused(tmp_path):
+    """VSRN's pixel models (``--data_name f30k``) are refused by name, as VSE++'s are (one shared check)."""
+    words = release_words()
+    msg = _error(tmp_path, "vsrn", vsrn_modules(len(words)), vsrn_options(len(words), data_name="f30k"), words)
+    assert "option data_name='f30k': a full-image VSRN model" in msg and "convert a *_precomp run" in msg
+
+
 def test_vsrn_batch_norm_follows_data_name(tmp_path):
     """``bn`` exists only for f30k_precomp: a COCO model with it, or an F30K model without it, is named."""
     words = release_words()

@@ -18,8 +18,8 @@ from torch import Tensor, nn
 from kgitm.convert.release import ModuleState, ReleaseFormatError, ReleaseOptions, ReleaseVocabulary, fold_weight_norm
 
 __all__ = [
-    "Conversion", "check_vocab_size", "gru_text_encoder", "hinge_model", "refuse_order_embeddings", "region_encoder",
-    "take_module",
+    "Conversion", "check_vocab_size", "gru_text_encoder", "hinge_model", "refuse_full_image", "refuse_order_embeddings",
+    "region_encoder", "take_module",
 ]
 
 REGION_ENCODER = "kgitm.encoders.image.RegionEncoder"
@@ -153,6 +153,26 @@ def check_vocab_size(opt: ReleaseOptions, vocab: ReleaseVocabulary, *, appended:
         return
     words = f"{len(vocab) - 1} words (+ {appended})" if appended else f"{len(vocab)} words"
     raise ReleaseFormatError(f"{opt.source}: option vocab_size={size} but {vocab.path} has {words}; give the run's vocabulary")
+
+
+def refuse_full_image(opt: ReleaseOptions, img: ModuleState, *, release: str) -> str:
+    """The release's ``--data_name`` (returned), refused unless it is a ``*_precomp`` run without a CNN.
+
+    VSE++ and VSRN also train over pixels (``--data_name f30k``, an ``img_enc.cnn.*`` backbone); kgitm matches
+    precomputed region or image features only.
+
+    Raises:
+        ReleaseFormatError: a full-image model, naming the CNN key or the option.
+    """
+    data_name = str(opt.get("data_name", "precomp"))
+    cnn = [k for k in img.keys() if k.startswith("cnn.")]
+    if not data_name.endswith("_precomp") or cnn:
+        where = f"unexpected key {img.name}.{cnn[0]}" if cnn else f"option data_name={data_name!r}"
+        raise ReleaseFormatError(
+            f"{img.source}: {where}: a full-image {release} model (a CNN over pixels); kgitm matches precomputed features "
+            "only (convert a *_precomp run)"
+        )
+    return data_name
 
 
 def refuse_order_embeddings(opt: ReleaseOptions) -> str:

@@ -20,11 +20,10 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from kgitm.convert.parts import (
-    Conversion, check_vocab_size, gru_text_encoder, hinge_model, refuse_order_embeddings, region_encoder,
+    Conversion, check_vocab_size, gru_text_encoder, hinge_model, refuse_full_image, refuse_order_embeddings, region_encoder,
 )
 from kgitm.convert.release import (
     ReleaseCheckpoint,
-    ReleaseFormatError,
     ReleaseVocabulary,
     open_release,
 )
@@ -43,19 +42,11 @@ def convert(checkpoint: ReleaseCheckpoint, vocab: ReleaseVocabulary, *, ignore_o
     Raises:
         ReleaseFormatError: a missing or unexpected key, a shape or option kgitm cannot honour (named).
     """
-    src = checkpoint.path
     opt, (img, txt) = open_release(
         checkpoint, "VSE++", ("img_enc", "txt_enc"), training_options=TRAINING_OPTIONS, ignore_options=ignore_options
     )
 
-    data_name = str(opt.get("data_name", "precomp"))
-    cnn = [k for k in img.keys() if k.startswith("cnn.")]
-    if not data_name.endswith("_precomp") or cnn:
-        where = f"unexpected key img_enc.{cnn[0]}" if cnn else f"option data_name={data_name!r}"
-        raise ReleaseFormatError(
-            f"{src}: {where}: a full-image VSE++ model (a CNN over pixels); kgitm matches precomputed features only "
-            "(convert a *_precomp run)"
-        )
+    data_name = refuse_full_image(opt, img, release="VSE++")
     measure = refuse_order_embeddings(opt)
     normalize = not bool(opt.get("no_imgnorm", False))
     embed_dim = int(opt.get("embed_size", 1024))

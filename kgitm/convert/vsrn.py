@@ -24,9 +24,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from kgitm.convert.parts import (
-    Conversion, check_vocab_size, gru_text_encoder, hinge_model, refuse_order_embeddings, take_module,
+    Conversion, check_vocab_size, gru_text_encoder, hinge_model, refuse_full_image, refuse_order_embeddings, take_module,
 )
-from kgitm.convert.release import ReleaseCheckpoint, ReleaseFormatError, ReleaseVocabulary, open_release
+from kgitm.convert.release import ReleaseCheckpoint, ReleaseVocabulary, open_release
 from kgitm.encoders.reasoning import VSRNImageEncoder
 
 #: options of VSRN's ``train.py`` that do not change the matching forward pass
@@ -49,16 +49,11 @@ def convert(checkpoint: ReleaseCheckpoint, vocab: ReleaseVocabulary, *, ignore_o
     Raises:
         ReleaseFormatError: a missing or unexpected key, a shape or option kgitm cannot honour (named).
     """
-    src = checkpoint.path
     opt, (img, txt) = open_release(
         checkpoint, "VSRN", ("img_enc", "txt_enc"), training_options=TRAINING_OPTIONS, ignore_options=ignore_options
     )
 
-    data_name = str(opt.get("data_name", "precomp"))
-    cnn = [k for k in img.keys() if k.startswith("cnn.")]
-    if not data_name.endswith("_precomp") or cnn:
-        where = f"unexpected key img_enc.{cnn[0]}" if cnn else f"option data_name={data_name!r}"
-        raise ReleaseFormatError(f"{src}: {where}: a full-image VSRN model (a CNN over pixels); kgitm converts *_precomp models only")
+    data_name = refuse_full_image(opt, img, release="VSRN")
     measure = refuse_order_embeddings(opt)
     normalize = not bool(opt.get("no_imgnorm", False))
     embed_dim = int(opt.get("embed_size", 2048))
