@@ -17,6 +17,7 @@ Defaults are Flickr30K test scale: 1,000 images x 5,000 captions, 36 regions, 10
     python scripts/bench_similarity.py --npz inputs.npz --write-sims sims/ --methods scan_t2i,scan_i2t
     python scripts/bench_similarity.py --fixed-malloc     # stable page-fault costs for both sides
     python scripts/bench_similarity.py --device cuda      # on a GPU (scripts/gpu_check.sh runs it)
+    python scripts/bench_similarity.py --device cuda --compare-precision high   # + TF32 products, diff vs fp32
 
 ``--npz`` reads ``images (N, R, D)``, ``captions (M, L, D)`` (zero-padded) and ``lengths (M,)``,
 already encoded and l2-normalised; optional ``boxes (N, R, 4)`` (normalised corners) and
@@ -223,6 +224,8 @@ def bench_method(name, images, captions, args, device) -> tuple[dict, torch.Tens
     }
     if device.type == "cuda":
         row["cuda_peak_allocated_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
+    if args.compare_precision:
+        row.update(precision_row(matcher, images, captions, sims, args, device))
 
     # the loop, on the first captions only when it would be too slow
     loop_m = m if args.loop_captions is None else min(m, args.loop_captions)
@@ -247,6 +250,36 @@ def bench_method(name, images, captions, args, device) -> tuple[dict, torch.Tens
     return row, sims
 
 
+def top1_agreement(a: torch.Tensor, b: torch.Tensor) -> tuple[float, float]:
+    """Fractions of images (rows) and captions (columns) whose best match is the same in ``a`` and ``b``."""
+    return float((a.argmax(1) == b.argmax(1)).float().mean()), float((a.argmax(0) == b.argmax(0)).float().mean())
+
+
+def precision_row(matcher, images, captions, reference: torch.Tensor, args, device) -> dict:
+    """The whole matrix again with float32 products at ``--compare-precision`` (``high``: TF32 on CUDA cards
+    that have it), timed like the first, against the first one: the time and how far the numbers move.
+    On a CPU the setting changes nothing and the difference is 0."""
+    before = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision(args.compare_precision)
+    try:
+        sync(device)
+        t0 = time.perf_counter()
+        sims = compute_similarity(matcher, images, captions, memory_budget_mb=args.memory_budget_mb,
+                                  cpu_block_mb=args.cpu_block_mb, trim_padding=not args.no_trim, device=device)
+        sync(device)
+        elapsed = time.perf_counter() - t0
+    finally:
+        torch.set_float32_matmul_precision(before)
+    rows, cols = top1_agreement(reference, sims)
+    return {
+        "compare_precision": args.compare_precision,
+        "compare_precision_s": elapsed,
+        "compare_precision_max_abs_diff": float((sims - reference).abs().max()),
+        "compare_precision_top1_same_images": rows,
+        "compare_precision_top1_same_captions": cols,
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--images", type=int, default=1000, help="number of images (default: Flickr30K test, 1000)")
@@ -267,6 +300,10 @@ def main(argv: list[str] | None = None) -> int:
                         "-1 runs all captions, 0 skips the loop)")
     p.add_argument("--shard", type=int, default=128, help="image and caption shard size of the loop (default 128, as shard_xattn)")
     p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
+    p.add_argument("--compare-precision", choices=("high", "medium"), default=None,
+                   help="after the float32 matrix, compute it again with torch.set_float32_matmul_precision(P) "
+                        "(high: TF32 products on recent NVIDIA cards) and record its time, the max abs difference "
+                        "and the share of best matches that stay the same (default: off)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: all usable cores)")
     p.add_argument("--npz", type=Path, default=None, help="read encoded inputs from this .npz instead of random ones")
     p.add_argument("--write-sims", type=Path, default=None, help="write scan_t2i.npy / scan_i2t.npy here")
@@ -331,6 +368,12 @@ def main(argv: list[str] | None = None) -> int:
             f"{row['speedup']:.1f}x" if "speedup" in row else "-",
             f"{row['max_abs_diff']:.2e}" if "max_abs_diff" in row else "-",
         ]))
+    for row in rows:
+        if "compare_precision" in row:
+            print(f"{row['method']} with float32 products at precision {row['compare_precision']!r}: "
+                  f"{row['compare_precision_s']:.1f} s, max |diff| vs float32 {row['compare_precision_max_abs_diff']:.2e}, "
+                  f"same best caption for {100 * row['compare_precision_top1_same_images']:.2f}% of images, same best "
+                  f"image for {100 * row['compare_precision_top1_same_captions']:.2f}% of captions")
     if any(row.get("loop_extrapolated") for row in rows):
         print(f"* loop time extrapolated linearly from the first {args.loop_captions} captions to all {m}")
 

@@ -50,3 +50,28 @@ def test_train_chunk_argument_is_checked(scripts_on_path):
 
     with pytest.raises(SystemExit):
         bench_train_step.main(["--gsmn-train-chunk", "many"])
+
+
+def test_similarity_bench_compares_a_lower_matmul_precision(monkeypatch, tmp_path):
+    """``--compare-precision`` computes the matrix again at that float32 matmul precision, reports how far it
+    moved, and leaves the process at the precision it found."""
+    monkeypatch.syspath_prepend(str(SCRIPTS))
+    import bench_similarity
+    import torch
+
+    try:
+        out = tmp_path / "sims.json"
+        rc = bench_similarity.main(["--images", "6", "--captions", "30", "--regions", "5", "--dim", "16", "--min-words", "3",
+                                    "--max-words", "6", "--methods", "scan_t2i", "--loop-captions", "8", "--threads", "1",
+                                    "--compare-precision", "high", "--output", str(out)])
+        assert rc == 0 and torch.get_float32_matmul_precision() == "highest"
+        row = json.loads(out.read_text())["results"][0]
+        assert row["compare_precision"] == "high" and row["compare_precision_s"] > 0
+        assert 0 <= row["compare_precision_max_abs_diff"] < 1e-2
+        assert 0 <= row["compare_precision_top1_same_images"] <= 1 and 0 <= row["compare_precision_top1_same_captions"] <= 1
+        a = torch.tensor([[0.1, 0.9, 0.0], [0.5, 0.2, 0.3]])
+        b = torch.tensor([[0.1, 0.8, 0.95], [0.5, 0.2, 0.3]])
+        # rows: image 0's best caption changes (1 -> 2), image 1's stays; columns: caption 2's best image changes
+        assert bench_similarity.top1_agreement(a, b) == pytest.approx((0.5, 2 / 3))
+    finally:
+        sys.modules.pop("bench_similarity", None)
