@@ -45,7 +45,7 @@ def test_missing_split_file(tmp_path):
     write_split(tmp_path)
     with pytest.raises(DataFormatError, match=r"dev_ims.npy: missing"):
         PrecompSplit(tmp_path, "dev")
-    with pytest.raises(DataFormatError, match="data folder not found"):
+    with pytest.raises(DataFormatError, match="data folder not found; point --data.root at a folder in the precomputed layout"):
         PrecompSplit(tmp_path / "nope", "test")
 
 

@@ -147,7 +147,11 @@ class PrecompSplit:
         if self.captions_per_image < 1:
             raise DataFormatError(f"captions_per_image must be >= 1, got {self.captions_per_image}")
         if not self.root.is_dir():
-            raise DataFormatError(f"{self.root}: data folder not found (generate SynthScenes with `kgitm synthscenes`)")
+            raise DataFormatError(
+                f"{self.root}: data folder not found; point --data.root at a folder in the precomputed layout "
+                "(Flickr30K / MS-COCO: the SCAN release's f30k_precomp or coco_precomp, docs/data.md), or generate "
+                "SynthScenes there with `kgitm synthscenes --out DIR`"
+            )
         ims_path = self.root / f"{self.split}_ims.npy"
         if not ims_path.exists():
             raise DataFormatError(f"{ims_path}: missing; expected the {self.split!r} split's region features here")
