@@ -174,7 +174,7 @@ def add_shape_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--min-words", type=int, default=8)
     p.add_argument("--max-words", type=int, default=16)
     p.add_argument("--gsmn-train-chunk", type=train_chunk, default="auto",
-                   help="GSMN's train_caption_chunk: auto (the default: a quarter of the CPU cache), none (the whole batch) or captions per chunk")
+                   help="GSMN's train_caption_chunk: auto (the default: 8 captions on a CPU), none (the whole batch) or captions per chunk")
 
 
 def main(argv: list[str] | None = None) -> int:

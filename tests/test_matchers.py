@@ -17,7 +17,7 @@ from kgitm.eval.similarity import compute_similarity, plan_blocks
 from kgitm.core.geometry import polar_pseudo_coordinates
 from kgitm.core.types import EncodedCaptions, EncodedImages
 from kgitm.matchers.base import Matcher
-from kgitm.matchers.gsmn import TRAIN_CHUNK_CACHE_SHARE, GSMNMatcher
+from kgitm.matchers.gsmn import TRAIN_CHUNK_CAPTIONS, GSMNMatcher
 from kgitm.matchers.scan import SCANMatcher
 
 TOL = 1e-5
@@ -254,26 +254,15 @@ def test_gsmn_chunked_training_forward_equals_the_whole_block_and_the_naive_loop
             torch.testing.assert_close(got, ref, atol=1e-6, rtol=1e-5)
 
 
-def test_gsmn_auto_training_chunk_follows_the_cpu_cache(monkeypatch):
-    import kgitm.core.cpu as cpu
-
+def test_gsmn_auto_training_chunk_is_fixed_on_the_cpu_and_off_elsewhere():
     images = make_images(4, 6, 16, seed=11)
     captions = make_captions(7, 8, 16, seed=12)
     mt = gsmn("sparse")  # train_caption_chunk="auto"
     with torch.no_grad():
         assert mt._train_chunk(images, captions) is None  # evaluation: compute_similarity sizes the blocks
-    per_caption = len(images) * mt.pair_memory_bytes(images, captions)
-    cpu.last_level_cache_mb.cache_clear()
-    monkeypatch.setattr(cpu.Path, "glob", lambda self, pattern: iter(()))  # no sysfs: the fallback size
-    try:
-        expected = int(TRAIN_CHUNK_CACHE_SHARE * cpu.FALLBACK_CACHE_MB * 2**20 // per_caption)
-        assert mt._train_chunk(images, captions) == expected
-    finally:
-        cpu.last_level_cache_mb.cache_clear()
-    assert cpu.items_in_cache(per_caption, torch.device("meta"), share=0.25) is None  # not a CPU: one block
-    assert cpu.items_in_cache(10 * 2**30, torch.device("cpu"), share=0.25) == 1
-    with pytest.raises(ValueError, match="train_caption_chunk"):
-        GSMNMatcher(train_caption_chunk=0)
+    assert mt._train_chunk(images, captions) == TRAIN_CHUNK_CAPTIONS
+    meta = EncodedImages(features=images.features.to("meta"), mask=images.mask.to("meta"), boxes=images.boxes.to("meta"))
+    assert mt._train_chunk(meta, captions) is None  # not a CPU: one block
 
 
 def all_matchers():
@@ -601,3 +590,14 @@ def test_pair_memory_estimate_grows_with_the_pair():
     big = (make_images(1, 36, 16), make_captions(1, 16, 16))
     for mt in (scan(SCAN_SETTINGS[0]), gsmn("sparse")):
         assert mt.pair_memory_bytes(*big) > 4 * mt.pair_memory_bytes(*small) > 0
+
+
+def test_last_level_cache_falls_back_without_sysfs(monkeypatch):
+    import kgitm.core.cpu as cpu
+
+    cpu.last_level_cache_mb.cache_clear()
+    monkeypatch.setattr(cpu.Path, "glob", lambda self, pattern: iter(()))  # no sysfs: the fallback size
+    try:
+        assert cpu.last_level_cache_mb() == cpu.FALLBACK_CACHE_MB
+    finally:
+        cpu.last_level_cache_mb.cache_clear()

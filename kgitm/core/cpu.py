@@ -1,12 +1,10 @@
-"""Facts about the CPU that size work to its cache (exact evaluation's blocks, GSMN's training chunks)."""
+"""Facts about the CPU that size work to its cache (exact evaluation's blocks)."""
 
 from __future__ import annotations
 
 import functools
 from pathlib import Path
-from typing import Optional
 
-import torch
 
 #: cache size assumed when it cannot be read from sysfs (MiB).
 FALLBACK_CACHE_MB = 32.0
@@ -27,11 +25,3 @@ def last_level_cache_mb() -> float:
         if value.isdigit():
             sizes.append(int(value) * (scale if scale is not None else 2**-20))
     return max(sizes) if sizes else FALLBACK_CACHE_MB
-
-
-def items_in_cache(item_bytes: float, device: torch.device, *, share: float) -> Optional[int]:
-    """How many items of ``item_bytes`` fit in ``share`` of the last-level cache (at least 1) when
-    ``device`` is a CPU; ``None`` (no limit) on other devices, whose kernels want large blocks."""
-    if device.type != "cpu":
-        return None
-    return max(1, int(share * last_level_cache_mb() * 2**20 // max(1.0, item_bytes)))

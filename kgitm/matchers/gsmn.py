@@ -15,7 +15,6 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-from kgitm.core.cpu import items_in_cache
 from kgitm.core.functional import l2norm, masked_mean, masked_softmax, scratch_mul
 from kgitm.core.geometry import polar_pseudo_coordinates
 from kgitm.core.types import EncodedCaptions, EncodedImages
@@ -29,11 +28,13 @@ _WIDTH_FLOOR = 1e-14
 _TEXT_GRAPH = "gsmn_text_graph"
 _GRAM = "gsmn_block_gram"
 _BLOCK_NORM = "gsmn_block_norm"
-#: share of the CPU's last-level cache that one chunk of a training forward fills (``train_caption_chunk="auto"``).
-#: Measured at Flickr30K shapes (batch 64, up to 16 words, 36 regions; a 105 MiB cache, 1 thread;
-#: scripts/bench_gsmn_train_chunk.py, steps alternated): the whole batch took 3.22 s per step, chunks of
-#: 4, 6 (a quarter of that cache) and 8 captions 2.81, 2.73 and 2.68 s (docs/benchmarks.md).
-TRAIN_CHUNK_CACHE_SHARE = 0.25
+#: captions per chunk of a training forward on a CPU (``train_caption_chunk="auto"``). Measured at Flickr30K
+#: shapes (batch 64, up to 16 words, 36 regions, 1 thread; scripts/bench_gsmn_train_chunk.py, steps alternated;
+#: docs/benchmarks.md) on two machines: with a 105 MiB L3 the whole batch took 3.22 s per step, chunks of 4, 6
+#: and 8 captions 2.81, 2.73 and 2.68 s; with a 32 MiB L3 the whole batch 2.26 s, chunks of 1, 4, 8, 16 and 32
+#: 2.51, 1.85, 1.73, 1.66 and 1.68 s. 8 is the best or within 5% of it on both. (A chunk sized to a quarter of
+#: the cache, the rule before, gave 6 captions on the first machine and 1 on the second, slower than no chunks.)
+TRAIN_CHUNK_CAPTIONS = 8
 
 
 def _blocks(x: Tensor, num_blocks: int, side: str) -> Tensor:
@@ -149,9 +150,8 @@ class GSMNMatcher(Matcher):
             ``"kgitm"`` (default, ``atan2(dy, dx)``) or ``"gsmn_release"`` (the release's, which its
             kernels' learned means refer to).
         train_caption_chunk: captions scored together under autograd (a training forward; the
-            scores and gradients are those of the whole block): ``"auto"`` (default) sizes the chunks
-            so that their pairs' activations (:meth:`pair_memory_bytes`) fill
-            :data:`TRAIN_CHUNK_CACHE_SHARE` of the CPU's last-level cache, and does not chunk on other
+            scores and gradients are those of the whole block): ``"auto"`` (default) scores
+            :data:`TRAIN_CHUNK_CAPTIONS` captions at a time on a CPU and does not chunk on other
             devices; an integer fixes the chunk; ``None`` scores the whole block at once. Without
             gradients (evaluation) blocks are sized by :func:`kgitm.eval.similarity.compute_similarity`.
         eps: floor of every norm (default ``1e-8``).
@@ -352,8 +352,7 @@ class GSMNMatcher(Matcher):
             return None
         if self.train_caption_chunk != "auto":
             return int(self.train_caption_chunk)
-        per_caption = len(images) * self.pair_memory_bytes(images, captions)
-        return items_in_cache(per_caption, images.features.device, share=TRAIN_CHUNK_CACHE_SHARE)
+        return TRAIN_CHUNK_CAPTIONS if images.features.device.type == "cpu" else None
 
     def alignments(self, images: EncodedImages, captions: EncodedCaptions) -> dict[str, Tensor]:
         """The tensors that made one pair's score (see :meth:`Matcher.alignments`):
