@@ -104,7 +104,7 @@ class GSMNMatcher(Matcher):
       averaged over the valid nodes, and the pair's score is ``t2i + i2t``.
 
     Everything runs on the whole ``N x M`` block at once (under autograd on the CPU, on chunks of its
-    captions that fit the cache: ``train_caption_chunk``); padded regions and words are never
+    captions, 8 at a time by default: ``train_caption_chunk``); padded regions and words are never
     neighbours, never attended and never averaged.
 
     **The public release** (``graph_model.py``, ``layers.py``) feeds each node's *own* matching vector to
